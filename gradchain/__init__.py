@@ -1,0 +1,17 @@
+"""gradchain: training neural networks as composable, jit-compiled pure functions in JAX."""
+
+from gradchain.core import (
+    EmptyState,
+    GradientTransformation,
+    OptState,
+    Params,
+    Updates,
+    apply_updates,
+    chain,
+    identity,
+)
+from gradchain.hyper import Hyperparameter, Schedule, get_hyperparams, set_hyperparams
+from gradchain.optimizers import adagrad, adam, adamw, rmsprop, sgd
+from gradchain.transforms import *  # noqa: F403 - the transforms are part of the public surface
+
+__version__ = "0.1.0"

@@ -1,0 +1,154 @@
+"""The transformation algebra: a gradient transformation is a pair of pure functions.
+
+    init(params) -> state
+    update(updates, state, params=None) -> (updates, new_state)
+
+An optimizer is a composition of such pairs.  Two combinators build every optimizer of the
+lecture:
+
+* :func:`chain` runs transformations one after the other (``g -> t1 -> t2 -> ...``);
+* :func:`fan_out` gives the *same* incoming updates to several transformations and combines
+  their outputs leaf by leaf.  Adam needs it: its first and second moments are statistics of the
+  same raw gradient, which a purely sequential chain cannot express.
+
+The pair is structurally the same as Optax's ``GradientTransformation`` (a ``NamedTuple`` of
+``init`` and ``update``), so transformations cross freely between the two libraries.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple, Protocol
+
+import jax
+import jax.numpy as jnp
+
+Params = Any  # a pytree of arrays
+Updates = Any  # a pytree of arrays with the structure of Params
+OptState = Any  # a pytree of arrays (usually NamedTuples)
+
+
+class InitFn(Protocol):
+    def __call__(self, params: Params) -> OptState: ...
+
+
+class UpdateFn(Protocol):
+    def __call__(
+        self, updates: Updates, state: OptState, params: Params | None = None
+    ) -> tuple[Updates, OptState]: ...
+
+
+class GradientTransformation(NamedTuple):
+    """A pure ``(init, update)`` pair; see the module docstring."""
+
+    init: InitFn
+    update: UpdateFn
+
+
+class EmptyState(NamedTuple):
+    """The state of a transformation that keeps none."""
+
+
+def identity() -> GradientTransformation:
+    """Pass updates through unchanged."""
+
+    def init(params):
+        del params
+        return EmptyState()
+
+    def update(updates, state, params=None):
+        del params
+        return updates, state
+
+    return GradientTransformation(init, update)
+
+
+def _check_transformations(name: str, transforms: Sequence[Any]) -> None:
+    for i, tx in enumerate(transforms):
+        if not (callable(getattr(tx, "init", None)) and callable(getattr(tx, "update", None))):
+            raise TypeError(
+                f"{name}[{i}] must be a gradient transformation with `init` and `update`, "
+                f"got {tx!r} of type {type(tx).__name__}"
+            )
+
+
+def chain(*transforms: GradientTransformation) -> GradientTransformation:
+    """Apply ``transforms`` in sequence: the output updates of one are the input of the next.
+
+    The state is the tuple of the inner states, as in ``optax.chain``, so a gradchain chain and an
+    Optax chain hold the same state for the same transformations.
+    """
+    _check_transformations("transforms", transforms)
+
+    def init(params):
+        return tuple(tx.init(params) for tx in transforms)
+
+    def update(updates, state, params=None):
+        if not isinstance(state, tuple) or len(state) != len(transforms):
+            raise ValueError(
+                f"state does not belong to this chain of {len(transforms)} transformations: "
+                f"got {type(state).__name__} of length {len(state) if isinstance(state, tuple) else '?'}"
+            )
+        new_states = []
+        for tx, s in zip(transforms, state):
+            updates, s = tx.update(updates, s, params)
+            new_states.append(s)
+        return updates, tuple(new_states)
+
+    return GradientTransformation(init, update)
+
+
+def fan_out(
+    transforms: Sequence[GradientTransformation], combine: Callable[..., jax.Array]
+) -> GradientTransformation:
+    """Give the same updates to every transform, then ``combine`` their outputs leaf by leaf.
+
+    ``combine(out_1, out_2, ..., out_k)`` receives the k outputs for one leaf.  The state is the
+    tuple of the inner states.  Example (the core of Adam, see :func:`gradchain.ratio`)::
+
+        fan_out([first_moment, second_moment], lambda m, v: m / (jnp.sqrt(v) + eps))
+    """
+    transforms = tuple(transforms)
+    if not transforms:
+        raise ValueError("transforms must hold at least one transformation, got an empty sequence")
+    _check_transformations("transforms", transforms)
+    if not callable(combine):
+        raise TypeError(f"combine must be callable, got {combine!r}")
+
+    def init(params):
+        return tuple(tx.init(params) for tx in transforms)
+
+    def update(updates, state, params=None):
+        outputs, new_states = [], []
+        for tx, s in zip(transforms, state):
+            out, s = tx.update(updates, s, params)
+            outputs.append(out)
+            new_states.append(s)
+        return jax.tree.map(combine, *outputs), tuple(new_states)
+
+    return GradientTransformation(init, update)
+
+
+def apply_updates(params: Params, updates: Updates) -> Params:
+    """Return ``params + updates``, leaf by leaf, keeping each parameter's dtype."""
+    check_same_structure(updates, params, name="updates", reference_name="params")
+    return jax.tree.map(
+        lambda p, u: None if p is None else jnp.asarray(p + u).astype(jnp.asarray(p).dtype),
+        params,
+        updates,
+        is_leaf=lambda x: x is None,
+    )
+
+
+def check_same_structure(tree: Any, reference: Any, *, name: str, reference_name: str) -> None:
+    """Raise a ``ValueError`` naming both trees when their structures differ.
+
+    Runs at trace time only (structures are static), so it costs nothing inside ``jit``.
+    """
+    got, want = jax.tree.structure(tree), jax.tree.structure(reference)
+    if got != want:
+        raise ValueError(
+            f"{name} do not have the structure of {reference_name}:\n"
+            f"  {name}: {got}\n  {reference_name}: {want}\n"
+            "Pass the updates of the same parameters the state was initialised with."
+        )

@@ -1,0 +1,127 @@
+"""Wrappers that change *where* and *whether* an inner transformation applies."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from gradchain.core import GradientTransformation, check_same_structure
+
+Mask = Any  # a pytree of Python bools (or a prefix of the parameter tree), or params -> such tree
+
+
+class MaskedNode(NamedTuple):
+    """Placeholder for a leaf outside the mask: an empty pytree node the inner transform skips."""
+
+
+class MaskedState(NamedTuple):
+    inner_state: Any
+
+
+def decay_mask(params: Any) -> Any:
+    """``True`` for weight matrices and kernels (``ndim >= 2``), ``False`` for biases and norm
+    scales (``ndim <= 1``): the usual rule for which leaves get weight decay."""
+    return jax.tree.map(lambda p: jnp.ndim(p) >= 2, params)
+
+
+def _full_mask(mask: Mask | Callable[[Any], Mask], tree: Any) -> Any:
+    m = mask(tree) if callable(mask) else mask
+    leaves = jax.tree.leaves(m)
+    bad = [x for x in leaves if not isinstance(x, bool)]
+    if bad:
+        raise TypeError(
+            f"mask leaves must be Python bools (which leaves the transformation applies to), "
+            f"got {bad[0]!r} of type {type(bad[0]).__name__}"
+        )
+    try:
+        return jax.tree.map(lambda flag, sub: jax.tree.map(lambda _: flag, sub), m, tree)
+    except ValueError as err:
+        raise ValueError(
+            f"mask must have the structure of the parameters (or a prefix of it):\n"
+            f"  mask: {jax.tree.structure(m)}\n  params: {jax.tree.structure(tree)}"
+        ) from err
+
+
+def _select(tree: Any, mask: Any) -> Any:
+    return jax.tree.map(lambda flag, x: x if flag else MaskedNode(), mask, tree)
+
+
+def masked(inner: GradientTransformation, mask: Mask | Callable[[Any], Mask]) -> GradientTransformation:
+    """Apply ``inner`` only to the leaves where ``mask`` is ``True``; pass the others through.
+
+    ``mask`` is a pytree of bools with the structure of the parameters (or a prefix of it: one
+    bool for a whole sub-tree), or a function ``params -> mask`` such as :func:`decay_mask`.
+    The inner state only holds the selected leaves.
+    """
+
+    def init(params):
+        return MaskedState(inner.init(_select(params, _full_mask(mask, params))))
+
+    def update(updates, state, params=None):
+        m = _full_mask(mask, updates if params is None else params)
+        check_same_structure(updates, m, name="updates", reference_name="the mask")
+        selected_params = None if params is None else _select(params, m)
+        new, inner_state = inner.update(_select(updates, m), state.inner_state, selected_params)
+        merged = jax.tree.map(lambda flag, u, n: n if flag else u, m, updates, new)
+        return merged, MaskedState(inner_state)
+
+    return GradientTransformation(init, update)
+
+
+class ApplyIfFiniteState(NamedTuple):
+    consecutive_nonfinite: jax.Array  # int32: non-finite steps in a row, 0 after a good step
+    total_nonfinite: jax.Array  # int32: all skipped or non-finite steps so far
+    last_finite: jax.Array  # bool: whether the last step was finite
+    inner_state: Any
+
+
+def _all_finite(tree: Any) -> jax.Array:
+    flags = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]
+    return jnp.all(jnp.stack(flags)) if flags else jnp.array(True)
+
+
+def apply_if_finite(
+    inner: GradientTransformation, max_consecutive_errors: int | None = None
+) -> GradientTransformation:
+    """Skip a step whose gradient (or ``inner``'s output) holds a NaN or an infinity.
+
+    A skipped step returns zero updates and keeps ``inner``'s state exactly as it was, so one bad
+    batch loses nothing.  The state counts skips in a row and in total.  With
+    ``max_consecutive_errors=N``, after N skips in a row the guard gives up: the next non-finite
+    step is applied, so the failure shows in the parameters instead of training silently stalling.
+    """
+    if max_consecutive_errors is not None and (
+        not isinstance(max_consecutive_errors, int)
+        or isinstance(max_consecutive_errors, bool)
+        or max_consecutive_errors < 0
+    ):
+        raise ValueError(
+            f"max_consecutive_errors must be None or an int >= 0, got {max_consecutive_errors!r}"
+        )
+
+    def init(params):
+        zero = jnp.zeros([], jnp.int32)
+        return ApplyIfFiniteState(zero, zero, jnp.array(True), inner.init(params))
+
+    def update(updates, state, params=None):
+        new, inner_state = inner.update(updates, state.inner_state, params)
+        finite = _all_finite(updates) & _all_finite(new)
+        apply = finite
+        if max_consecutive_errors is not None:
+            apply = apply | (state.consecutive_nonfinite >= max_consecutive_errors)
+        new = jax.tree.map(lambda u: jnp.where(apply, u, jnp.zeros_like(u)), new)
+        inner_state = jax.tree.map(
+            lambda n, o: jnp.where(apply, n, o), inner_state, state.inner_state
+        )
+        bad = (~finite).astype(jnp.int32)
+        return new, ApplyIfFiniteState(
+            consecutive_nonfinite=jnp.where(finite, 0, state.consecutive_nonfinite + 1),
+            total_nonfinite=state.total_nonfinite + bad,
+            last_finite=finite,
+            inner_state=inner_state,
+        )
+
+    return GradientTransformation(init, update)

@@ -1,0 +1,239 @@
+"""The lecture's optimizers against Optax and against NumPy transcriptions of the slides."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import gradchain as gc
+from helpers import assert_close, gradient, random_tree, run
+
+STEPS = 500
+PARAMS = random_tree(jax.random.PRNGKey(0))
+
+
+def close_to(expected, rtol=1e-6):
+    """≤ rtol relative, measured against each leaf's scale (entries cross zero over 500 steps)."""
+    return dict(rtol=rtol, atol=rtol * max(float(jnp.max(jnp.abs(e))) for e in jax.tree.leaves(expected)))
+
+
+@pytest.mark.parametrize(
+    "ours, theirs",
+    [
+        (gc.sgd(0.05), optax.sgd(0.05)),
+        (gc.sgd(0.05, momentum=0.9), optax.sgd(0.05, momentum=0.9)),
+        (gc.sgd(0.05, momentum=0.9, nesterov=True), optax.sgd(0.05, momentum=0.9, nesterov=True)),
+    ],
+    ids=["plain", "momentum", "nesterov"],
+)
+def test_sgd_matches_optax_over_500_steps(ours, theirs):
+    expected, _ = run(theirs, PARAMS, STEPS)
+    actual, _ = run(ours, PARAMS, STEPS)
+    assert_close(actual, expected, **close_to(expected))
+
+
+ADAM_CASES = {
+    "adam": (lambda: gc.adam(1e-2, eps=1e-8), optax.adam, dict(learning_rate=1e-2, eps=1e-8)),
+    "adamw": (
+        lambda: gc.adamw(1e-2, eps=1e-8, weight_decay=1e-2),
+        optax.adamw,
+        dict(learning_rate=1e-2, eps=1e-8, weight_decay=1e-2),
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(ADAM_CASES))
+def test_adam_matches_optax_float32_with_array_hyperparameters(name):
+    # gradchain keeps every hyperparameter as an array in the state, which is what
+    # optax.inject_hyperparams does; plain Optax instead folds 1 - b2 in double precision from
+    # the Python float, a 1.3e-5 relative difference in (1 - b2) (see BUILD_NOTES.md).
+    ours, optax_fn, kwargs = ADAM_CASES[name]
+    expected, _ = run(optax.inject_hyperparams(optax_fn)(**kwargs), PARAMS, STEPS)
+    actual, _ = run(ours(), PARAMS, STEPS)
+    assert_close(actual, expected, **close_to(expected))
+
+
+@pytest.mark.parametrize("name", sorted(ADAM_CASES))
+def test_adam_matches_plain_optax_float64(name):
+    ours, optax_fn, kwargs = ADAM_CASES[name]
+    with jax.enable_x64(True):
+        params = random_tree(jax.random.PRNGKey(0), jnp.float64)
+        expected, _ = run(optax_fn(**kwargs), params, STEPS)
+        actual, _ = run(ours(), params, STEPS)
+        assert jax.tree.leaves(actual)[0].dtype == jnp.float64
+        assert_close(actual, expected, **close_to(expected, rtol=1e-12))
+
+
+def test_adam_plain_optax_float32_stays_within_float32_noise():
+    expected, _ = run(optax.adam(1e-2, eps=1e-8), PARAMS, STEPS)
+    actual, _ = run(gc.adam(1e-2, eps=1e-8), PARAMS, STEPS)
+    assert_close(actual, expected, **close_to(expected, rtol=2e-5))
+
+
+# --- NumPy transcriptions of the lecture's pseudo-code --------------------------------------------
+
+
+def numpy_run(update_rule, steps=STEPS, dtype=jnp.float32):
+    """Run a slide's loop in float64 NumPy, on the gradients the JAX run of `dtype` sees."""
+    x = jax.tree.map(lambda p: np.asarray(p, np.float64), PARAMS)
+    state = jax.tree.map(lambda p: {}, x)
+    keys = jax.random.split(jax.random.PRNGKey(42), steps)
+    for t, k in enumerate(keys, start=1):
+        grads = gradient(jax.tree.map(lambda v: jnp.asarray(v, dtype), x), k)
+        x = jax.tree.map(lambda v, g, s: update_rule(v, np.asarray(g, np.float64), s, t), x, grads, state)
+    return x
+
+
+def adagrad_slide(lr):
+    def rule(x, dx, s, t):
+        s["grad_squared"] = s.get("grad_squared", 0.0) + dx * dx
+        return x - lr * dx / (np.sqrt(s["grad_squared"]) + 1e-7)
+
+    return rule
+
+
+def rmsprop_slide(lr, decay_rate):
+    def rule(x, dx, s, t):
+        gs = s.get("grad_squared", 0.0)
+        s["grad_squared"] = decay_rate * gs + (1 - decay_rate) * dx * dx
+        return x - lr * dx / (np.sqrt(s["grad_squared"]) + 1e-7)
+
+    return rule
+
+
+def adam_slide(lr, beta1, beta2, unbias):
+    def rule(x, dx, s, t):
+        s["m"] = beta1 * s.get("m", 0.0) + (1 - beta1) * dx
+        s["v"] = beta2 * s.get("v", 0.0) + (1 - beta2) * dx * dx
+        m, v = s["m"], s["v"]
+        if unbias:
+            m, v = m / (1 - beta1**t), v / (1 - beta2**t)
+        return x - lr * m / (np.sqrt(v) + 1e-7)
+
+    return rule
+
+
+@pytest.mark.parametrize(
+    "ours, slide",
+    [
+        (gc.adagrad(0.05), adagrad_slide(0.05)),
+        (gc.rmsprop(1e-2, decay=0.9), rmsprop_slide(1e-2, 0.9)),
+        (gc.adam(1e-2, b1=0.9, b2=0.99), adam_slide(1e-2, 0.9, 0.99, True)),
+        (gc.adam(1e-2, b1=0.9, b2=0.99, bias_correction=False), adam_slide(1e-2, 0.9, 0.99, False)),
+    ],
+    ids=["adagrad", "rmsprop", "adam", "adam_almost"],
+)
+def test_matches_numpy_transcription_of_the_slides(ours, slide):
+    # float64 on both sides so that the comparison measures the formula, not float32 rounding.
+    with jax.enable_x64(True):
+        actual, _ = run(ours, jax.tree.map(lambda p: p.astype(jnp.float64), PARAMS), 100)
+        expected = numpy_run(slide, 100, jnp.float64)
+    assert_close(actual, expected, **close_to(expected))
+
+
+def test_adagrad_and_rmsprop_float32_match_the_slides_to_1e_6():
+    for ours, slide in [(gc.adagrad(0.05), adagrad_slide(0.05)), (gc.rmsprop(1e-2), rmsprop_slide(1e-2, 0.9))]:
+        actual, _ = run(ours, PARAMS, 50)
+        assert_close(actual, numpy_run(slide, 50), rtol=1e-5, atol=1e-6)
+
+
+# --- transformations of the whole run ---------------------------------------------------------------
+
+
+def test_jit_and_eager_agree():
+    tx = gc.adamw(1e-2, weight_decay=1e-3)
+    key = jax.random.PRNGKey(3)
+    eager_params, eager_state = PARAMS, tx.init(PARAMS)
+    jit_update = jax.jit(tx.update)
+    jit_params, jit_state = PARAMS, tx.init(PARAMS)
+    for k in jax.random.split(key, 20):
+        g = gradient(eager_params, k)
+        u, eager_state = tx.update(g, eager_state, eager_params)
+        eager_params = gc.apply_updates(eager_params, u)
+        g = gradient(jit_params, k)
+        u, jit_state = jit_update(g, jit_state, jit_params)
+        jit_params = gc.apply_updates(jit_params, u)
+    assert_close(eager_params, jit_params, **close_to(jit_params, rtol=1e-5))
+
+
+@pytest.mark.parametrize("make", [lambda lr: gc.sgd(lr, 0.9), gc.adam], ids=["momentum", "adam"])
+def test_vmap_over_16_learning_rates_equals_16_runs(make):
+    rates = jnp.logspace(-4, -1, 16)
+    train = lambda lr: run(make(lr), PARAMS, 30)[0]
+    population = jax.jit(jax.vmap(train))(rates)
+    one_run = jax.jit(train)  # the rate is an input: compiled once, called 16 times
+    for i, lr in enumerate(rates):
+        single = one_run(lr)
+        member = jax.tree.map(lambda x: x[i], population)
+        assert_close(member, single, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16, jnp.float64])
+@pytest.mark.parametrize("make", [gc.sgd, gc.adagrad, gc.rmsprop, gc.adam, gc.adamw], ids=lambda f: f.__name__)
+def test_parameter_dtype_is_kept(make, dtype):
+    with jax.enable_x64(dtype == jnp.float64):
+        params = random_tree(jax.random.PRNGKey(0), dtype)
+        tx = make(1e-3)
+        final, state = run(tx, params, 3)
+        assert {x.dtype for x in jax.tree.leaves(final)} == {jnp.dtype(dtype)}
+        assert all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(final))
+
+
+def test_moment_dtypes_are_configurable():
+    params = random_tree(jax.random.PRNGKey(0), jnp.bfloat16)
+    tx = gc.adam(1e-3, mu_dtype=jnp.float32, nu_dtype=jnp.float32)
+    _, state = run(tx, params, 3)
+    moments = [s.moment for s in jax.tree.leaves(state, is_leaf=lambda s: hasattr(s, "moment")) if hasattr(s, "moment")]
+    assert len(moments) == 2
+    assert {x.dtype for m in moments for x in jax.tree.leaves(m)} == {jnp.dtype(jnp.float32)}
+
+
+def test_adam_half_precision_zero_gradients_stay_finite():
+    for dtype in (jnp.float16, jnp.bfloat16):
+        params = {"w": jnp.ones((4,), dtype)}
+        tx = gc.adam(1e-3)
+        state = tx.init(params)
+        for _ in range(3):
+            u, state = tx.update({"w": jnp.zeros((4,), dtype)}, state, params)
+            params = gc.apply_updates(params, u)
+        assert bool(jnp.all(jnp.isfinite(params["w"]))), dtype
+
+
+# --- bad input ---------------------------------------------------------------------------------------
+
+BAD = [
+    (lambda: gc.sgd(-0.1), ValueError, "learning_rate"),
+    (lambda: gc.sgd(float("nan")), ValueError, "learning_rate"),
+    (lambda: gc.sgd(float("inf")), ValueError, "learning_rate"),
+    (lambda: gc.sgd("0.1"), TypeError, "learning_rate"),
+    (lambda: gc.sgd(None), TypeError, "learning_rate"),
+    (lambda: gc.sgd([0.1]), TypeError, "learning_rate"),
+    (lambda: gc.sgd(0.1, momentum=1.0), ValueError, "momentum"),
+    (lambda: gc.sgd(0.1, momentum=-0.5), ValueError, "momentum"),
+    (lambda: gc.sgd(0.1, momentum=0.9, nesterov="yes"), TypeError, "nesterov"),
+    (lambda: gc.rmsprop(0.1, decay=1.5), ValueError, "decay"),
+    (lambda: gc.rmsprop(0.1, eps=0.0), ValueError, "eps"),
+    (lambda: gc.adagrad(0.1, eps=-1e-7), ValueError, "eps"),
+    (lambda: gc.adam(b1=1.0), ValueError, "b1"),
+    (lambda: gc.adam(b2=-0.1), ValueError, "b2"),
+    (lambda: gc.adam(eps=0.0), ValueError, "eps"),
+    (lambda: gc.adam(learning_rate=1e-3 + 0j), TypeError, "learning_rate"),
+    (lambda: gc.adam(bias_correction=1), TypeError, "bias_correction"),
+    (lambda: gc.adamw(weight_decay=-1e-4), ValueError, "weight_decay"),
+    (lambda: gc.adam(learning_rate=lambda step: "fast"), TypeError, "learning_rate"),
+    (lambda: gc.adam(learning_rate=jnp.array([1e-3, -1.0])), ValueError, "learning_rate"),
+]
+
+
+@pytest.mark.parametrize("make, error, argument", BAD, ids=[f"{i}-{b[2]}" for i, b in enumerate(BAD)])
+def test_bad_hyperparameters_are_refused_at_construction(make, error, argument):
+    with pytest.raises(error, match=argument):
+        make()
+
+
+def test_mismatched_update_tree_is_a_clear_error():
+    tx = gc.adam()
+    state = tx.init(PARAMS)
+    with pytest.raises(ValueError, match="structure"):
+        tx.update({"w": jnp.ones(3)}, state, PARAMS)
