@@ -10,6 +10,9 @@ from there when it updates.  That gives three properties at once:
 * **one code path** — a live-settable optimizer *is* the plain optimizer, so setting
   hyperparameters cannot change the numerics (unlike wrapping a finished optimizer, Optax #583).
 
+The state, not the transformation object, is where the values live: a state handed to another
+optimizer object keeps its own values.  Change them with ``set_hyperparams``.
+
 Under ``jax.vmap`` a hyperparameter may be a traced array: a population of learning rates is one
 program.  A schedule is evaluated at the transformation's own step count.
 """

@@ -1,0 +1,117 @@
+"""The transformation algebra: chain, identity, apply_updates, and Optax/Flax interoperability."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import optax
+import pytest
+
+import gradchain as gc
+from helpers import assert_close, random_tree, run
+
+PARAMS = random_tree(jax.random.PRNGKey(0))
+GRADS = random_tree(jax.random.PRNGKey(1))
+
+
+def test_identity_passes_updates_through(jit_or_eager):
+    tx = gc.identity()
+    out, state = jit_or_eager(tx.update)(GRADS, tx.init(PARAMS))
+    chex.assert_trees_all_equal(out, GRADS)
+    assert state == gc.EmptyState()
+
+
+def test_chain_applies_in_order(jit_or_eager):
+    # clip then scale differs from scale then clip: the order is observable.
+    clip_then_scale = gc.chain(gc.clip(0.5), gc.scale(4.0))
+    scale_then_clip = gc.chain(gc.scale(4.0), gc.clip(0.5))
+    u1, _ = jit_or_eager(clip_then_scale.update)(GRADS, clip_then_scale.init(PARAMS))
+    u2, _ = jit_or_eager(scale_then_clip.update)(GRADS, scale_then_clip.init(PARAMS))
+    chex.assert_trees_all_close(u1, jax.tree.map(lambda g: 4 * jnp.clip(g, -0.5, 0.5), GRADS))
+    chex.assert_trees_all_close(u2, jax.tree.map(lambda g: jnp.clip(4 * g, -0.5, 0.5), GRADS))
+
+
+def test_empty_chain_is_the_identity():
+    tx = gc.chain()
+    out, _ = tx.update(GRADS, tx.init(PARAMS))
+    chex.assert_trees_all_equal(out, GRADS)
+
+
+def test_apply_updates_adds_and_keeps_dtype():
+    params = {"a": jnp.ones(3, jnp.bfloat16), "b": jnp.ones(2), "none": None}
+    updates = {"a": jnp.full(3, 0.5, jnp.float32), "b": jnp.full(2, -1.0), "none": None}
+    new = gc.apply_updates(params, updates)
+    assert new["a"].dtype == jnp.bfloat16 and new["none"] is None
+    chex.assert_trees_all_close(new["b"], jnp.zeros(2))
+    chex.assert_trees_all_close(new["a"].astype(jnp.float32), jnp.full(3, 1.5))
+
+
+def test_apply_updates_refuses_a_tree_of_another_shape():
+    with pytest.raises(ValueError, match="updates do not have the structure of params"):
+        gc.apply_updates({"a": jnp.ones(2)}, {"b": jnp.ones(2)})
+
+
+def test_chain_refuses_something_that_is_not_a_transformation():
+    with pytest.raises(TypeError, match=r"transforms\[1\]"):
+        gc.chain(gc.scale(1.0), lambda g: g)
+
+
+# --- Optax and Flax interoperability, both directions ------------------------------------------
+
+
+def test_gradchain_transform_inside_optax_chain():
+    ours = optax.chain(gc.clip_by_global_norm(1.0), gc.adam(1e-2))
+    theirs = optax.chain(optax.clip_by_global_norm(1.0), optax.inject_hyperparams(optax.adam)(1e-2, eps=1e-7))
+    expected, _ = run(theirs, PARAMS, 50, apply=optax.apply_updates)
+    actual, _ = run(ours, PARAMS, 50, apply=optax.apply_updates)
+    assert_close(actual, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_optax_transform_inside_gradchain_chain():
+    mixed = gc.chain(optax.clip_by_global_norm(1.0), optax.scale_by_adam(eps=1e-7), gc.scale_by_learning_rate(1e-2))
+    pure = gc.chain(gc.clip_by_global_norm(1.0), gc.adam(1e-2))
+    expected, _ = run(pure, PARAMS, 50)
+    actual, _ = run(mixed, PARAMS, 50)
+    assert_close(actual, expected, rtol=2e-5, atol=1e-5)
+
+
+def _tiny_regression():
+    x = jax.random.normal(jax.random.PRNGKey(0), (32, 3))
+    y = x @ jnp.array([1.0, -2.0, 0.5]) + 0.3
+    return x, y
+
+
+def test_flax_train_state_accepts_a_gradchain_optimizer():
+    from flax.training import train_state
+
+    x, y = _tiny_regression()
+    params = {"w": jnp.zeros(3), "b": jnp.zeros(())}
+    apply_fn = lambda p, x: x @ p["w"] + p["b"]
+    state = train_state.TrainState.create(apply_fn=apply_fn, params=params, tx=gc.adam(0.1))
+    loss = lambda p: jnp.mean((apply_fn(p, x) - y) ** 2)
+
+    @jax.jit
+    def step(state):
+        return state.apply_gradients(grads=jax.grad(loss)(state.params))
+
+    for _ in range(300):
+        state = step(state)
+    assert float(loss(state.params)) < 1e-3
+    assert int(state.step) == 300
+
+
+def test_flax_nnx_optimizer_accepts_a_gradchain_optimizer():
+    from flax import nnx
+
+    x, y = _tiny_regression()
+    model = nnx.Linear(3, 1, rngs=nnx.Rngs(0))
+    optimizer = nnx.Optimizer(model, gc.adam(0.1), wrt=nnx.Param)
+    loss = lambda m: jnp.mean((m(x)[:, 0] - y) ** 2)
+
+    @nnx.jit
+    def step(model, optimizer):
+        grads = nnx.grad(loss)(model)
+        optimizer.update(model, grads)
+
+    for _ in range(300):
+        step(model, optimizer)
+    assert float(loss(model)) < 1e-3

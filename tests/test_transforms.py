@@ -1,0 +1,220 @@
+"""Each transform against its formula, Optax, or an independent derivation."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import gradchain as gc
+from helpers import assert_close, gradient, random_tree, run
+
+PARAMS = random_tree(jax.random.PRNGKey(0))
+GRADS = random_tree(jax.random.PRNGKey(1))
+
+
+# --- momentum: the lecture's two textbook forms and Nesterov's look-ahead -------------------------
+
+
+def quadratic_grad(x):
+    """∇f for f(x) = ½ xᵀ diag(1, 10) x: the lecture's ill-conditioned valley."""
+    return jnp.array([1.0, 10.0]) * x
+
+
+def test_both_textbook_momentum_forms_give_the_same_iterates():
+    lr, rho, x0 = 0.02, 0.9, jnp.array([1.0, 1.0])
+    # Form 1: v = ρv + g; x -= α v   (momentum, then learning rate)
+    # Form 2: v = ρv - α g; x += v   (learning rate, then momentum)
+    form1 = gc.chain(gc.scale_by_momentum(rho), gc.scale_by_learning_rate(lr))
+    form2 = gc.chain(gc.scale_by_learning_rate(lr), gc.scale_by_momentum(rho))
+    xs = []
+    for tx in (form1, form2):
+        x, s = x0, tx.init(x0)
+        for _ in range(50):
+            u, s = tx.update(quadratic_grad(x), s)
+            x = gc.apply_updates(x, u)
+        xs.append(x)
+    chex.assert_trees_all_close(xs[0], xs[1], rtol=1e-6, atol=1e-7)
+
+
+def test_nesterov_equals_the_lecture_look_ahead_form_after_the_change_of_variables():
+    lr, rho, x0 = 0.02, 0.9, jnp.array([1.0, 1.0])
+    # Look-ahead form: v' = ρv - α∇f(x + ρv); x' = x + v'.  gradchain iterates x̃ = x + ρv.
+    x, v = np.asarray(x0, np.float64), np.zeros(2)
+    tilde = []
+    for _ in range(50):
+        v = rho * v - lr * np.asarray(quadratic_grad(jnp.asarray(x + rho * v)), np.float64)
+        x = x + v
+        tilde.append(x + rho * v)
+    tx = gc.sgd(lr, momentum=rho, nesterov=True)
+    y, s = x0, tx.init(x0)
+    ours = []
+    for _ in range(50):
+        u, s = tx.update(quadratic_grad(y), s)
+        y = gc.apply_updates(y, u)
+        ours.append(np.asarray(y))
+    np.testing.assert_allclose(np.array(ours), np.array(tilde), rtol=1e-5, atol=1e-6)
+
+
+# --- adaptive pieces ----------------------------------------------------------------------------------
+
+
+def test_moment_is_an_exponential_average_from_zero():
+    tx = gc.moment(0.5, order=2)
+    s = tx.init(jnp.zeros(2))
+    out, s = tx.update(jnp.array([2.0, -4.0]), s)
+    chex.assert_trees_all_close(out, jnp.array([2.0, 8.0]))  # 0.5·0 + 0.5·g²
+    out, s = tx.update(jnp.array([0.0, 0.0]), s)
+    chex.assert_trees_all_close(out, jnp.array([1.0, 4.0]))
+
+
+def test_bias_correction_undoes_the_zero_start():
+    tx = gc.chain(gc.moment(0.9), gc.bias_correction(0.9))
+    s = tx.init(jnp.zeros(3))
+    for _ in range(5):
+        out, s = tx.update(jnp.array([1.0, 2.0, 3.0]), s)
+        chex.assert_trees_all_close(out, jnp.array([1.0, 2.0, 3.0]), rtol=1e-6)
+
+
+def test_ratio_feeds_both_sides_the_same_raw_updates():
+    tx = gc.ratio(gc.scale(3.0), gc.chain(gc.scale(2.0), gc.sqrt()), eps=1.0)
+    out, _ = tx.update(jnp.array([8.0]), tx.init(jnp.zeros(1)))
+    chex.assert_trees_all_close(out, jnp.array([24.0 / (4.0 + 1.0)]))
+
+
+@pytest.mark.parametrize(
+    "ours, theirs",
+    [
+        (gc.clip(0.3), optax.clip(0.3)),
+        (gc.clip_by_global_norm(0.5), optax.clip_by_global_norm(0.5)),
+        (gc.clip_by_global_norm(100.0), optax.clip_by_global_norm(100.0)),
+        (gc.add_decayed_weights(0.1), optax.add_decayed_weights(0.1)),
+        (gc.scale_by_momentum(0.9, nesterov=True), optax.trace(0.9, nesterov=True)),
+        (gc.scale_by_rms(0.9, 1e-7), optax.scale_by_rms(0.9, 1e-7, eps_in_sqrt=False)),
+    ],
+    ids=["clip", "global_norm", "global_norm_inactive", "decay", "trace", "rms"],
+)
+def test_transform_matches_optax(ours, theirs, jit_or_eager):
+    a, _ = run(ours, PARAMS, 20)
+    b, _ = run(theirs, PARAMS, 20)
+    assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_global_norm_clip_leaves_a_norm_of_max_norm():
+    out, _ = gc.clip_by_global_norm(0.5).update(GRADS, gc.clip_by_global_norm(0.5).init(PARAMS))
+    assert float(gc.global_norm(out)) == pytest.approx(0.5, rel=1e-6)
+
+
+# --- penalties and weight decay ---------------------------------------------------------------
+
+
+def elastic_net(params, l1, l2):
+    leaves = jax.tree.leaves(params)
+    return l1 * sum(jnp.sum(jnp.abs(w)) for w in leaves) + l2 * sum(jnp.sum(w * w) for w in leaves)
+
+
+@pytest.mark.parametrize("tx, l1, l2", [
+    (gc.add_l2_penalty(0.3), 0.0, 0.3),
+    (gc.add_l1_penalty(0.2), 0.2, 0.0),
+    (gc.add_elastic_net_penalty(0.2, 0.3), 0.2, 0.3),
+])
+def test_penalty_gradient_is_the_gradient_of_the_penalty(tx, l1, l2, jit_or_eager):
+    out, _ = jit_or_eager(tx.update)(GRADS, tx.init(PARAMS), PARAMS)
+    expected = jax.tree.map(jnp.add, GRADS, jax.grad(elastic_net)(PARAMS, l1, l2))
+    chex.assert_trees_all_close(out, expected, rtol=1e-6)
+
+
+def test_decay_needs_the_parameters():
+    tx = gc.add_decayed_weights(1e-4)
+    with pytest.raises(ValueError, match="needs the current parameters"):
+        tx.update(GRADS, tx.init(PARAMS))
+
+
+def test_decay_mask_spares_biases_and_scales():
+    tx = gc.add_decayed_weights(1.0, mask=gc.decay_mask)
+    zeros = jax.tree.map(jnp.zeros_like, PARAMS)
+    out, _ = tx.update(zeros, tx.init(PARAMS), PARAMS)
+    chex.assert_trees_all_equal(out["dense"]["w"], PARAMS["dense"]["w"])
+    chex.assert_trees_all_equal(out["conv"][0], PARAMS["conv"][0])
+    chex.assert_trees_all_equal(out["dense"]["b"], zeros["dense"]["b"])
+    chex.assert_trees_all_equal(out["scale"], zeros["scale"])
+
+
+# --- masked ---------------------------------------------------------------------------------------
+
+
+def test_masked_with_a_prefix_mask_and_a_callable(jit_or_eager):
+    inner = gc.scale(10.0)
+    prefix = {"dense": True, "scale": False, "conv": False}
+    for mask in (prefix, lambda params: prefix):
+        tx = gc.masked(inner, mask)
+        out, _ = jit_or_eager(tx.update)(GRADS, tx.init(PARAMS), PARAMS)
+        chex.assert_trees_all_close(out["dense"], jax.tree.map(lambda g: 10 * g, GRADS["dense"]))
+        chex.assert_trees_all_equal(out["conv"], GRADS["conv"])
+
+
+def test_masked_state_only_holds_selected_leaves():
+    tx = gc.masked(gc.scale_by_momentum(0.9), {"dense": {"w": True, "b": False}, "scale": False, "conv": False})
+    state = tx.init(PARAMS)
+    assert len(jax.tree.leaves(state.inner_state.velocity)) == 1
+
+
+def test_mask_errors_are_clear():
+    with pytest.raises(TypeError, match="mask leaves must be Python bools"):
+        gc.masked(gc.scale(1.0), jax.tree.map(lambda p: 1, PARAMS)).init(PARAMS)
+    with pytest.raises(ValueError, match="mask must have the structure"):
+        gc.masked(gc.scale(1.0), {"other": True}).init(PARAMS)
+
+
+# --- apply_if_finite ---------------------------------------------------------------------------
+
+
+def test_apply_if_finite_skips_the_step_and_keeps_the_state(jit_or_eager):
+    tx = gc.apply_if_finite(gc.adam(1e-2))
+    update = jit_or_eager(tx.update)
+    state = tx.init(PARAMS)
+    _, state = update(GRADS, state, PARAMS)
+    bad = jax.tree.map(lambda g: g.at[...].set(jnp.nan) if g.ndim == 0 else g.at[0].set(jnp.inf), GRADS)
+    out, new_state = update(bad, state, PARAMS)
+    chex.assert_trees_all_equal(out, jax.tree.map(jnp.zeros_like, GRADS))
+    chex.assert_trees_all_equal(new_state.inner_state, state.inner_state)
+    assert int(new_state.total_nonfinite) == 1 and int(new_state.consecutive_nonfinite) == 1
+    assert not bool(new_state.last_finite)
+    _, state = update(GRADS, new_state, PARAMS)
+    assert int(state.consecutive_nonfinite) == 0 and int(state.total_nonfinite) == 1
+
+
+def test_apply_if_finite_gives_up_after_n_in_a_row():
+    tx = gc.apply_if_finite(gc.sgd(1.0), max_consecutive_errors=2)
+    state = tx.init(jnp.zeros(2))
+    bad = jnp.array([jnp.nan, 1.0])
+    results = []
+    for _ in range(3):
+        out, state = tx.update(bad, state)
+        results.append(bool(jnp.all(jnp.isfinite(out))))
+    assert results == [True, True, False]  # two skips, then the failure is let through
+
+
+def test_apply_if_finite_fuzz_keeps_every_optimizer_finite():
+    key = jax.random.PRNGKey(7)
+    for make in (gc.sgd, gc.adagrad, gc.rmsprop, gc.adam, gc.adamw):
+        tx = gc.apply_if_finite(make(1e-2))
+
+        def step(carry, k):
+            p, s = carry
+            k1, k2 = jax.random.split(k)
+            g = gradient(p, k1)
+            poison = jax.random.choice(k2, jnp.array([0.0, jnp.nan, jnp.inf, -jnp.inf]), p=jnp.array([0.7, 0.1, 0.1, 0.1]))
+            g = jax.tree.map(lambda x: x + poison, g)
+            u, s = tx.update(g, s, p)
+            return (gc.apply_updates(p, u), s), None
+
+        (p, s), _ = jax.jit(lambda c: jax.lax.scan(step, c, jax.random.split(key, 2000)))((PARAMS, tx.init(PARAMS)))
+        assert all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves((p, s))), make.__name__
+        assert 400 < int(s.total_nonfinite) < 800
+
+
+def test_apply_if_finite_validates_its_argument():
+    with pytest.raises(ValueError, match="max_consecutive_errors"):
+        gc.apply_if_finite(gc.sgd(0.1), max_consecutive_errors=-1)
