@@ -95,7 +95,7 @@ def test_ratio_feeds_both_sides_the_same_raw_updates():
     ],
     ids=["clip", "global_norm", "global_norm_inactive", "decay", "trace", "rms"],
 )
-def test_transform_matches_optax(ours, theirs, jit_or_eager):
+def test_transform_matches_optax(ours, theirs):
     a, _ = run(ours, PARAMS, 20)
     b, _ = run(theirs, PARAMS, 20)
     assert_close(a, b, rtol=1e-5, atol=1e-6)

@@ -1,0 +1,42 @@
+"""Small real data that ships with a package: no downloads.
+
+``digits`` is scikit-learn's bundled copy of the UCI optical digits (1,797 images of 8×8
+pixels, 10 classes).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+class Split(NamedTuple):
+    x_train: jax.Array
+    y_train: jax.Array
+    x_val: jax.Array
+    y_val: jax.Array
+
+
+def digits(key: jax.Array | None = None, val_fraction: float = 0.2) -> Split:
+    """scikit-learn's digits as float32 features standardised on the training split.
+
+    The split is drawn from ``key`` (default ``PRNGKey(0)``), so it is reproducible and free of
+    Python-side randomness.  Features: 64 pixel intensities; labels: int32 in 0..9.
+    """
+    if not 0.0 < val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction!r}")
+    from sklearn.datasets import load_digits
+
+    x, y = load_digits(return_X_y=True)
+    key = jax.random.PRNGKey(0) if key is None else key
+    order = np.asarray(jax.random.permutation(key, len(x)))
+    n_val = int(round(val_fraction * len(x)))
+    val, train = order[:n_val], order[n_val:]
+    mean, std = x[train].mean(0), x[train].std(0) + 1e-6
+    standardise = lambda a: jnp.asarray((a - mean) / std, jnp.float32)
+    return Split(
+        standardise(x[train]), jnp.asarray(y[train], jnp.int32), standardise(x[val]), jnp.asarray(y[val], jnp.int32)
+    )
