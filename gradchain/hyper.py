@@ -103,7 +103,7 @@ def initial(value: Hyperparameter) -> jax.Array:
 def next_value(value: Hyperparameter, stored: jax.Array, count: jax.Array) -> jax.Array:
     """The value to store after the update with index ``count`` (the one the next update uses)."""
     if _is_schedule(value):
-        return jnp.asarray(value(count + 1), dtype=float_dtype())
+        return jnp.asarray(value(increment(count)), dtype=float_dtype())
     return stored
 
 
