@@ -1,4 +1,4 @@
-"""Command line: ``python -m gradchain demo``."""
+"""Command line: ``python -m gradchain recipe`` (the main job) and ``python -m gradchain demo``."""
 
 from __future__ import annotations
 
@@ -20,11 +20,19 @@ def main(argv: list[str] | None = None) -> None:
     demo.add_argument("--batch-size", type=positive_int, default=64)
     demo.add_argument("--out", default="demo-output", help="folder for loss_curves.png")
     demo.add_argument("--seed", type=int, default=0)
+    recipe = commands.add_parser("recipe", help="the lecture's 7-step tuning recipe on digits, with a report")
+    recipe.add_argument("--out", default="gradchain-report", help="folder for report.md and its pictures")
+    recipe.add_argument("--small", action="store_true", help="fewer epochs (CI, quick look)")
+    recipe.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     if args.command == "demo":
         from gradchain import demo as job
 
         job.main(epochs=args.epochs, batch_size=args.batch_size, out=args.out, seed=args.seed)
+    elif args.command == "recipe":
+        from gradchain.tuning import recipe as job
+
+        job.main(out=args.out, small=args.small, seed=args.seed)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,31 @@
-"""The tuning practice: learning curves (more steps of the lecture's recipe to come)."""
+"""The tuning practice of the lecture as code: sanity checks, LR finder, populations, search,
+early stopping, ensembles and learning curves; ``recipe`` runs them end to end."""
 
-from gradchain.tuning.curves import moving_average, plot_loss_curves
+from gradchain.tuning.curves import command_center, diagnose, moving_average, plot_loss_curves
+from gradchain.tuning.early_stopping import EarlyStopping, EarlyStoppingState
+from gradchain.tuning.ensemble import EnsembleReport, ensemble_probabilities, evaluate_ensemble
+from gradchain.tuning.lr_finder import LRFinderResult, lr_finder
+from gradchain.tuning.sanity import InitialLossReport, OverfitReport, check_initial_loss, overfit_small_sample
+from gradchain.tuning.search import (
+    LogUniform,
+    TrialStore,
+    Uniform,
+    best,
+    grid,
+    grid_search,
+    random_search,
+    refine,
+    run_trials,
+    sample,
+    trial_id,
+)
+from gradchain.tuning.training import RunResult, Task, choose_strategy, make_fit, stack_configs, train_population
 
-__all__ = ["moving_average", "plot_loss_curves"]
+__all__ = [
+    "EarlyStopping", "EarlyStoppingState", "EnsembleReport", "InitialLossReport", "LRFinderResult",
+    "LogUniform", "OverfitReport", "RunResult", "Task", "TrialStore", "Uniform", "best",
+    "check_initial_loss", "choose_strategy", "command_center", "diagnose", "ensemble_probabilities",
+    "evaluate_ensemble", "grid", "grid_search", "lr_finder", "make_fit", "moving_average",
+    "overfit_small_sample", "plot_loss_curves", "random_search", "refine", "run_trials", "sample",
+    "stack_configs", "train_population", "trial_id",
+]

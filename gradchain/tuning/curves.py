@@ -49,3 +49,70 @@ def plot_loss_curves(curves: Mapping[str, np.ndarray], path: str | None = None, 
     if path is not None:
         fig.savefig(path, dpi=120)
     return fig
+
+
+def diagnose(losses, train_acc=None, val_acc=None) -> list[str]:
+    """What the lecture reads from curves: explosion, a plateau at the start (bad
+    initialisation), no progress, and a growing train/validation gap (overfitting)."""
+    losses = np.asarray(losses, np.float64)
+    notes = []
+    if not np.all(np.isfinite(losses)):
+        return [f"loss became {losses[~np.isfinite(losses)][0]} at step {int(np.argmin(np.isfinite(losses)))}: "
+                "learning rate too high (or bad initialisation)"]
+    n = len(losses)
+    w = max(1, n // 10)
+    start, early, end = np.median(losses[:w]), np.median(losses[w : 2 * w]) if n >= 2 * w else np.nan, np.median(losses[-w:])
+    if end > 0.95 * start:
+        notes.append("loss not going down: learning rate too low, or a bug in the loss")
+    elif np.isfinite(early) and early > 0.97 * start and end < 0.5 * start:
+        notes.append("flat at the start, then falling: bad initialisation")
+    if end > 1.5 * np.min(moving_average(losses, w)):
+        notes.append("loss rising at the end: learning rate too high for this stage, decay it")
+    if train_acc is not None and val_acc is not None and len(np.atleast_1d(train_acc)) >= 2:
+        gap = np.asarray(train_acc) - np.asarray(val_acc)
+        if gap[-1] > 0.05 and gap[-1] > gap[0] + 0.02:
+            notes.append(f"train/val gap growing to {gap[-1]:.1%}: overfitting — more regularisation or more data")
+        elif gap[-1] < 0.01 and np.asarray(train_acc)[-1] < 0.99:
+            notes.append("no train/val gap: underfitting — train longer or use a bigger model")
+    return notes or ["healthy: loss falls and the train/val gap is small"]
+
+
+def command_center(runs: list[dict], path: str | None = None, window: int = 25, columns: int = 4):
+    """The lecture's "cross-validation command center": a small panel per configuration with the
+    raw training losses and their moving average (left axis) and train vs validation accuracy
+    (right axis).  Each run: ``{"title": str, "losses": [...], "train_acc": [...], "val_acc": [...]}``
+    (accuracies at evenly spaced evaluations)."""
+    if not runs:
+        raise ValueError("runs must hold at least one run, got an empty list")
+    if path is None:
+        import matplotlib.pyplot as plt
+
+        make = lambda **kw: plt.figure(**kw)
+    else:
+        from matplotlib.figure import Figure
+
+        make = lambda **kw: Figure(**kw)
+    rows = -(-len(runs) // columns)
+    fig = make(figsize=(3.2 * min(columns, len(runs)), 2.4 * rows))
+    axes = fig.subplots(rows, min(columns, len(runs)), squeeze=False)
+    for ax, run in zip(axes.flat, runs):
+        losses = np.asarray(run["losses"], np.float64)
+        steps = np.arange(len(losses))
+        ax.scatter(steps, losses, s=1, alpha=0.2, color="C0")
+        ax.plot(steps, moving_average(losses, window), color="C0")
+        ax.set_yscale("log")
+        ax.set_title(run.get("title", ""), fontsize=8)
+        ax.tick_params(labelsize=6)
+        if run.get("val_acc") is not None:
+            acc = ax.twinx()
+            evals = np.linspace(len(losses) / len(run["val_acc"]), len(losses), len(run["val_acc"]))
+            acc.plot(evals, run["train_acc"], color="C2", lw=1, label="train")
+            acc.plot(evals, run["val_acc"], color="C3", lw=1, label="val")
+            acc.set_ylim(0, 1.02)
+            acc.tick_params(labelsize=6)
+    for ax in list(axes.flat)[len(runs):]:
+        ax.axis("off")
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(path, dpi=110)
+    return fig
