@@ -18,10 +18,10 @@ demo: $(VENV)/.installed
 	$(PY) -m gradchain demo
 
 test: $(VENV)/.installed
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2
 
 test-all: $(VENV)/.installed
-	$(PY) -m pytest -q --runslow
+	$(PY) -m pytest -q -n 2 --runslow
 
 bench: $(VENV)/.installed
 	$(PY) benchmarks/update_step.py

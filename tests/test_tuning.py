@@ -277,3 +277,28 @@ def test_recipe_small_writes_a_report(tmp_path):
     for picture in ("overfit.png", "lr_finder.png", "command_center.png", "final.png"):
         assert (tmp_path / picture).exists()
     assert summary["test_accuracy"] > 0.93 and summary["ensemble_accuracy"] >= summary["test_accuracy"] - 0.01
+
+
+def test_optuna_drives_populations_through_sqlite_storage(tmp_path):
+    optuna = pytest.importorskip("optuna")
+    from gradchain.tuning.optuna_adapter import optuna_search
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    sizes = []
+
+    def evaluate(configs):
+        sizes.append(len(configs))
+        return [{"loss": (math.log10(c["lr"]) + 2) ** 2 if c["lr"] < 0.5 else float("nan")} for c in configs]
+
+    space = {"lr": tuning.LogUniform(1e-4, 1.0)}
+    study = optuna.create_study(storage=storage, study_name="s", direction="minimize", sampler=optuna.samplers.TPESampler(seed=0))
+    optuna_search(study, space, evaluate, 10, metric="loss", population_size=4)
+    assert sizes == [4, 4, 2]
+    # A second worker (here: a second process's view of the same storage) continues the study.
+    again = optuna.load_study(storage=storage, study_name="s")
+    optuna_search(again, space, evaluate, 6, metric="loss", population_size=3)
+    done = optuna.load_study(storage=storage, study_name="s").trials
+    assert len(done) == 16
+    assert abs(math.log10(again.best_params["lr"]) + 2) < 1.0
+    assert all(t.state.name in ("COMPLETE", "FAIL") for t in done)

@@ -1,0 +1,56 @@
+"""Searches bigger than one machine: Optuna drives gradchain populations.
+
+Optuna keeps the search state in its storage (SQLite locally, a server database such as
+PostgreSQL for many workers), so several processes on several machines can share one study;
+each worker asks Optuna for ``population_size`` trials at a time, trains them as one gradchain
+population (one compiled program) and tells Optuna the results.  ``optuna`` is an optional
+dependency (``pip install optuna``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from gradchain.tuning.search import Config, LogUniform, Metrics, Uniform, _check_space
+
+
+def _suggest(trial, name: str, dist: Any) -> float:
+    if isinstance(dist, LogUniform):
+        return trial.suggest_float(name, dist.low, dist.high, log=True)
+    if isinstance(dist, Uniform):
+        return trial.suggest_float(name, dist.low, dist.high)
+    return float(trial.suggest_categorical(name, [float(v) for v in dist]))
+
+
+def optuna_search(study, space: Mapping[str, Any], evaluate: Callable[[list[Config]], list[Metrics]],
+                  num_trials: int, *, metric: str, population_size: int = 8) -> list[dict]:
+    """Run ``num_trials`` more trials of ``study``, ``population_size`` at a time.
+
+    ``space`` uses gradchain's distributions (``LogUniform``, ``Uniform``, lists); ``metric`` is
+    the key of ``evaluate``'s result that the study optimises (its direction is the study's).
+    A non-finite metric is reported to Optuna as a failed trial, never as a value.
+    Returns the new records ``{"number", "config", "metrics"}``.
+    """
+    import optuna
+
+    _check_space(space, grid=False)
+    for name, value in (("num_trials", num_trials), ("population_size", population_size)):
+        if not isinstance(value, int) or value <= 0:
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
+    records = []
+    remaining = num_trials
+    while remaining > 0:
+        trials = [study.ask() for _ in range(min(population_size, remaining))]
+        configs = [{name: _suggest(t, name, dist) for name, dist in sorted(space.items())} for t in trials]
+        results = evaluate(configs)
+        for trial, config, metrics in zip(trials, configs, results):
+            value = float(metrics[metric])
+            if math.isfinite(value):
+                study.tell(trial, value)
+            else:
+                study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            records.append({"number": trial.number, "config": config, "metrics": {k: float(v) for k, v in metrics.items()}})
+        remaining -= len(trials)
+    return records
