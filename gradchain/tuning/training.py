@@ -9,6 +9,7 @@ across them with ``jax.sharding``.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
@@ -172,9 +173,12 @@ def train_population(
     return _mapped(fit)(dict(configs), keys)
 
 
+@functools.lru_cache(maxsize=64)
 def _vmapped(fit):
+    """One compiled population program per ``fit`` (cached: calling again does not recompile)."""
     return jax.jit(jax.vmap(fit))
 
 
+@functools.lru_cache(maxsize=64)
 def _mapped(fit):
     return jax.jit(lambda configs, keys: jax.lax.map(lambda ck: fit(*ck), (configs, keys)))
