@@ -48,6 +48,11 @@ def transformation(
                 f"state must be a {state_type.__name__} (from this transformation's init), "
                 f"got {type(state).__name__}"
             )
+        if set(state.hyperparams) != set(hypers):
+            raise ValueError(
+                f"state belongs to another transformation: it holds hyperparameters "
+                f"{sorted(state.hyperparams)}, this one expects {sorted(hypers)}"
+            )
         values = [state.hyperparams[name] for name in hypers]
         buffers = {f: getattr(state, f) for f in state._fields if f not in ("count", "hyperparams")}
         for field, buffer in buffers.items():

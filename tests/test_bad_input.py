@@ -1,0 +1,127 @@
+"""The bad-input catalogue: what users get wrong, and the clear error each gets.
+
+Each case must raise the stated error type with a message that names the argument (and, where
+there is one, the value).  Cases documented as supported are in `SUPPORTED` and must work.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import gradchain as gc
+from gradchain import tuning
+
+P = {"w": jnp.ones((2, 3)), "b": jnp.zeros(3)}
+NAN, INF = float("nan"), float("inf")
+
+CASES = [
+    # optimizers and transforms: hyperparameters
+    ("sgd lr negative", lambda: gc.sgd(-1e-3), ValueError, r"learning_rate must be in \[0, inf\], got -0.001"),
+    ("sgd lr nan", lambda: gc.sgd(NAN), ValueError, "learning_rate must be finite, got nan"),
+    ("sgd lr inf", lambda: gc.sgd(INF), ValueError, "learning_rate must be finite"),
+    ("sgd lr -inf", lambda: gc.sgd(-INF), ValueError, "learning_rate must be finite"),
+    ("sgd lr string", lambda: gc.sgd("1e-3"), TypeError, "learning_rate must be a real number.*'1e-3'"),
+    ("sgd lr None", lambda: gc.sgd(None), TypeError, "learning_rate.*None"),
+    ("sgd lr list", lambda: gc.sgd([1e-3]), TypeError, r"learning_rate.*\[0.001\]"),
+    ("sgd lr bool", lambda: gc.sgd(True), TypeError, "learning_rate.*True"),
+    ("sgd lr complex", lambda: gc.sgd(1e-3 + 1j), TypeError, "learning_rate"),
+    ("sgd lr complex array", lambda: gc.sgd(jnp.array(1e-3 + 0j)), TypeError, "learning_rate.*complex"),
+    ("sgd lr array with negative", lambda: gc.sgd(jnp.array([1e-3, -1.0])), ValueError, "learning_rate"),
+    ("sgd momentum 1", lambda: gc.sgd(0.1, momentum=1.0), ValueError, r"momentum must be in \[0, 1\), got 1.0"),
+    ("sgd momentum negative", lambda: gc.sgd(0.1, momentum=-0.1), ValueError, "momentum"),
+    ("sgd momentum nan", lambda: gc.sgd(0.1, momentum=NAN), ValueError, "momentum must be finite"),
+    ("sgd nesterov string", lambda: gc.sgd(0.1, 0.9, nesterov="true"), TypeError, "nesterov must be a bool"),
+    ("adagrad eps zero", lambda: gc.adagrad(0.1, eps=0.0), ValueError, r"eps must be in \(0, inf\], got 0.0"),
+    ("rmsprop decay 1", lambda: gc.rmsprop(0.1, decay=1.0), ValueError, "decay"),
+    ("rmsprop decay > 1", lambda: gc.rmsprop(0.1, decay=2.0), ValueError, "decay"),
+    ("adam b1 1", lambda: gc.adam(b1=1.0), ValueError, "b1"),
+    ("adam b2 negative", lambda: gc.adam(b2=-0.5), ValueError, "b2"),
+    ("adam eps negative", lambda: gc.adam(eps=-1e-8), ValueError, "eps"),
+    ("adam eps inf", lambda: gc.adam(eps=INF), ValueError, "eps must be finite"),
+    ("adam bias_correction int", lambda: gc.adam(bias_correction=0), TypeError, "bias_correction must be a bool"),
+    ("adamw weight_decay negative", lambda: gc.adamw(weight_decay=-1.0), ValueError, "weight_decay"),
+    ("schedule returning a string", lambda: gc.sgd(lambda step: "x"), TypeError, r"learning_rate\(0\)"),
+    ("schedule with wrong arity", lambda: gc.sgd(lambda: 0.1), TypeError, "learning_rate is callable"),
+    ("schedule negative at 0", lambda: gc.sgd(lambda step: -0.1), ValueError, r"learning_rate\(0\) must be in"),
+    ("clip negative", lambda: gc.clip(-1.0), ValueError, "max_delta"),
+    ("clip_by_global_norm zero", lambda: gc.clip_by_global_norm(0.0), ValueError, "max_norm"),
+    ("scale nan", lambda: gc.scale(NAN), ValueError, "factor must be finite"),
+    ("l1 negative", lambda: gc.add_l1_penalty(-1.0), ValueError, "l1"),
+    ("l2 negative", lambda: gc.add_l2_penalty(-1.0), ValueError, "l2"),
+    ("moment order 3", lambda: gc.moment(0.9, order=3), ValueError, "order must be 1 or 2, got 3"),
+    ("apply_if_finite negative", lambda: gc.apply_if_finite(gc.sgd(0.1), -1), ValueError, "max_consecutive_errors"),
+    ("apply_if_finite float", lambda: gc.apply_if_finite(gc.sgd(0.1), 2.5), ValueError, "max_consecutive_errors"),
+    ("chain with a function", lambda: gc.chain(lambda g: g), TypeError, r"transforms\[0\]"),
+    ("ratio with a non-transform", lambda: gc.ratio(gc.identity(), 3.0), TypeError, "denominator"),
+    # trees that do not match
+    ("update tree differs from state", lambda: gc.adam().update({"w": jnp.ones((2, 3))}, gc.adam().init(P), P), ValueError, "structure"),
+    ("apply_updates trees differ", lambda: gc.apply_updates(P, {"w": jnp.ones((2, 3))}), ValueError, "updates do not have the structure of params"),
+    ("state of another chain", lambda: gc.chain(gc.scale(1.0)).update(P, (), P), ValueError, "state does not belong"),
+    ("state of another transform", lambda: gc.scale(1.0).update(P, gc.sgd(0.1).init(P)[0]._replace(hyperparams={}), P), ValueError, "state belongs to another transformation"),
+    ("decay without params", lambda: gc.add_decayed_weights(1e-4).update(P, gc.add_decayed_weights(1e-4).init(P)), ValueError, "needs the current parameters"),
+    ("mask of wrong structure", lambda: gc.masked(gc.scale(1.0), {"x": True}).init(P), ValueError, "mask must have the structure"),
+    ("mask with int leaves", lambda: gc.masked(gc.scale(1.0), {"w": 1, "b": 0}).init(P), TypeError, "mask leaves must be Python bools"),
+    # live hyperparameters
+    ("set unknown hyperparameter", lambda: gc.set_hyperparams(gc.sgd(0.1).init(P), lr=0.1), ValueError, "no hyperparameter named 'lr'"),
+    ("set nan hyperparameter", lambda: gc.set_hyperparams(gc.sgd(0.1).init(P), learning_rate=NAN), ValueError, "learning_rate must be finite"),
+    ("set string hyperparameter", lambda: gc.set_hyperparams(gc.sgd(0.1).init(P), learning_rate="0.1"), TypeError, "learning_rate"),
+    # schedules
+    ("cosine decay_steps 0", lambda: gc.cosine_schedule(0.1, 0), ValueError, "decay_steps must be a positive int, got 0"),
+    ("cosine decay_steps float", lambda: gc.cosine_schedule(0.1, 10.5), TypeError, "decay_steps"),
+    ("linear decay_steps negative", lambda: gc.linear_schedule(0.1, -5), ValueError, "decay_steps"),
+    ("step boundaries unsorted", lambda: gc.step_schedule(0.1, [60, 30]), ValueError, "boundaries"),
+    ("step boundaries negative", lambda: gc.step_schedule(0.1, [-1, 30]), ValueError, "boundaries"),
+    ("step factor zero", lambda: gc.step_schedule(0.1, [30], factor=0.0), ValueError, "factor"),
+    ("warmup steps zero", lambda: gc.warmup(gc.constant_schedule(0.1), 0), ValueError, "warmup_steps"),
+    ("warmup of a number", lambda: gc.warmup(0.1, 10), TypeError, "schedule"),
+    ("sgdr period zero", lambda: gc.sgdr_schedule(0.1, 0), ValueError, "period"),
+    ("sgdr t_mult below 1", lambda: gc.sgdr_schedule(0.1, 10, t_mult=0.5), ValueError, "t_mult"),
+    ("join length mismatch", lambda: gc.join_schedules([gc.constant_schedule(1.0)], [10]), ValueError, "boundaries"),
+    ("batch_scaled zero batch", lambda: gc.batch_scaled(0.1, 0, 256), ValueError, "batch_size"),
+    # tuning
+    ("grid empty space", lambda: tuning.grid({}), ValueError, "space must be a non-empty dict"),
+    ("grid empty values", lambda: tuning.grid({"lr": []}), ValueError, r"space\['lr'\]"),
+    ("grid string values", lambda: tuning.grid({"lr": "0.1"}), ValueError, r"space\['lr'\]"),
+    ("random zero trials", lambda: tuning.sample({"lr": tuning.LogUniform(1e-4, 1e-1)}, 0, jax.random.PRNGKey(0)), ValueError, "num_trials must be a positive int, got 0"),
+    ("log-uniform from zero", lambda: tuning.sample({"lr": tuning.LogUniform(0.0, 1e-1)}, 2, jax.random.PRNGKey(0)), ValueError, "LogUniform"),
+    ("uniform reversed", lambda: tuning.sample({"x": tuning.Uniform(1.0, 0.0)}, 2, jax.random.PRNGKey(0)), ValueError, "low < high"),
+    ("refine shrink 1", lambda: tuning.refine({"lr": tuning.LogUniform(1e-4, 1e-1)}, {"lr": 1e-3}, shrink=1.0), ValueError, "shrink must be > 1"),
+    ("best of all-NaN", lambda: tuning.best([{"metrics": {"acc": NAN}}], "acc"), ValueError, "every run failed"),
+    ("best mode", lambda: tuning.best([], "acc", mode="up"), ValueError, "mode must be 'max' or 'min'"),
+    ("stack mismatched configs", lambda: tuning.stack_configs([{"lr": 1.0}, {"wd": 1.0}]), ValueError, r"configs\[1\]"),
+    ("stack empty configs", lambda: tuning.stack_configs([]), ValueError, "configs must hold at least one"),
+    ("early stopping mode", lambda: tuning.EarlyStopping(mode="best").init(P), ValueError, "mode"),
+    ("early stopping min_delta", lambda: tuning.EarlyStopping(min_delta=-1.0).init(P), ValueError, "min_delta"),
+    ("initial loss one class", lambda: tuning.check_initial_loss(lambda p, b: 1.0, P, None, 1), ValueError, "num_classes must be an int >= 2, got 1"),
+    ("moving average window 0", lambda: tuning.moving_average([1.0, 2.0], 0), ValueError, "window must be a positive int, got 0"),
+    ("moving average 2-d", lambda: tuning.moving_average(np.ones((2, 2)), 1), ValueError, "one-dimensional"),
+    ("command center empty", lambda: tuning.command_center([]), ValueError, "runs must hold at least one run"),
+    ("lr finder one rate", lambda: tuning.lr_finder(None, None, None, rates=[1e-3]), ValueError, "rates must be at least two"),
+    ("lr finder negative rate", lambda: tuning.lr_finder(None, None, None, rates=[1e-3, -1.0]), ValueError, "rates"),
+]
+
+
+@pytest.mark.parametrize("make, error, message", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_bad_input_gets_a_clear_error(make, error, message):
+    with pytest.raises(error, match=message):
+        make()
+
+
+# Inputs that look odd but are supported on purpose.
+def test_supported_edge_cases():
+    # an empty parameter tree: every optimizer is a no-op on it
+    for tx in (gc.sgd(0.1, 0.9), gc.adam(), gc.adamw(), gc.apply_if_finite(gc.adam())):
+        updates, _ = tx.update({}, tx.init({}), {})
+        assert updates == {}
+    # None leaves are empty subtrees, skipped by every transform
+    params = {"w": jnp.ones(2), "frozen": None}
+    tx = gc.adam(0.1)
+    updates, _ = tx.update({"w": jnp.ones(2), "frozen": None}, tx.init(params), params)
+    assert updates["frozen"] is None
+    # numpy scalars and 0-d arrays as hyperparameters
+    gc.sgd(np.float32(0.1), momentum=np.float64(0.9))
+    gc.adam(jnp.asarray(1e-3))
+    # typed and raw keys both work wherever a key is taken
+    for key in (jax.random.PRNGKey(0), jax.random.key(0)):
+        assert len(tuning.sample({"x": tuning.Uniform(0.0, 1.0)}, 2, key)) == 2
