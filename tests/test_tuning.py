@@ -63,7 +63,7 @@ def test_lr_finder_is_not_fooled_by_a_spike():
     assert math.isnan(_robust_drop(exploding, 10))
 
 
-@pytest.mark.parametrize("strategy", ["vmap", "map"])
+@pytest.mark.parametrize("strategy", ["vmap", "map", "sequential"])
 def test_population_equals_separate_runs(strategy):
     fit = tuning.make_fit(TASK, adamw_from_config, steps=40, batch_size=32, eval_every=20)
     configs = [{"learning_rate": lr, "weight_decay": wd} for lr, wd in [(1e-3, 0.0), (3e-3, 1e-4), (1e-2, 1e-5)]]
