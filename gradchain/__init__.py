@@ -14,6 +14,7 @@ from gradchain.hyper import Hyperparameter, Schedule, get_hyperparams, set_hyper
 from gradchain.optimizers import adagrad, adam, adamw, rmsprop, sgd
 from gradchain.schedules import *  # noqa: F403 - the schedules are part of the public surface
 from gradchain.second_order import *  # noqa: F403 - minimize, line searches, Newton, BFGS, L-BFGS
+from gradchain.regularizers import *  # noqa: F403 - dropout, batch norm, mixup, ... (PRNG-keyed)
 from gradchain.transforms import *  # noqa: F403 - the transforms are part of the public surface
 
 __version__ = "0.1.0"

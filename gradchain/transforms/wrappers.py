@@ -27,7 +27,9 @@ def decay_mask(params: Any) -> Any:
     return jax.tree.map(lambda p: jnp.ndim(p) >= 2, params)
 
 
-def _full_mask(mask: Mask | Callable[[Any], Mask], tree: Any) -> Any:
+def full_mask(mask: Mask | Callable[[Any], Mask], tree: Any) -> Any:
+    """Resolve ``mask`` (a bool pytree, a prefix of ``tree``, or ``tree -> mask``) to one Python
+    bool per leaf of ``tree``, with clear errors for non-bool leaves or a wrong structure."""
     m = mask(tree) if callable(mask) else mask
     leaves = jax.tree.leaves(m)
     bad = [x for x in leaves if not isinstance(x, bool)]
@@ -58,10 +60,10 @@ def masked(inner: GradientTransformation, mask: Mask | Callable[[Any], Mask]) ->
     """
 
     def init(params):
-        return MaskedState(inner.init(_select(params, _full_mask(mask, params))))
+        return MaskedState(inner.init(_select(params, full_mask(mask, params))))
 
     def update(updates, state, params=None):
-        m = _full_mask(mask, updates if params is None else params)
+        m = full_mask(mask, updates if params is None else params)
         check_same_structure(updates, m, name="updates", reference_name="the mask")
         selected_params = None if params is None else _select(params, m)
         new, inner_state = inner.update(_select(updates, m), state.inner_state, selected_params)
