@@ -13,6 +13,10 @@ import gradchain as gc
 from gradchain import tuning
 
 P = {"w": jnp.ones((2, 3)), "b": jnp.zeros(3)}
+KEY = jax.random.PRNGKey(0)
+X = jnp.ones((4, 5))
+IMAGES = jnp.ones((4, 8, 8, 3))
+LABELS = jnp.arange(4)
 NAN, INF = float("nan"), float("inf")
 
 CASES = [
@@ -99,6 +103,28 @@ CASES = [
     ("command center empty", lambda: tuning.command_center([]), ValueError, "runs must hold at least one run"),
     ("lr finder one rate", lambda: tuning.lr_finder(None, None, None, rates=[1e-3]), ValueError, "rates must be at least two"),
     ("lr finder negative rate", lambda: tuning.lr_finder(None, None, None, rates=[1e-3, -1.0]), ValueError, "rates"),
+    # regularizers
+    ("dropout rate 1", lambda: gc.dropout(KEY, X, 1.0), ValueError, "rate"),
+    ("dropout rate negative", lambda: gc.dropout(KEY, X, -0.1), ValueError, "rate"),
+    ("dropout without key", lambda: gc.dropout(None, X, 0.5), (TypeError, ValueError), "key"),
+    ("dropconnect rate nan", lambda: gc.dropconnect(KEY, X, NAN), ValueError, "rate"),
+    ("mixup alpha zero", lambda: gc.mixup(KEY, IMAGES, LABELS, 0.0, num_classes=10), ValueError, "alpha"),
+    ("mixup batch sizes differ", lambda: gc.mixup(KEY, IMAGES, LABELS[:3], 0.4, num_classes=10), ValueError, "labels"),
+    ("cutmix alpha negative", lambda: gc.cutmix(KEY, IMAGES, LABELS, -1.0, num_classes=10), ValueError, "alpha"),
+    ("cutout larger than image", lambda: gc.cutout(KEY, IMAGES, 9), ValueError, "size"),
+    ("cutout wrong rank", lambda: gc.cutout(KEY, X, 2), ValueError, "images"),
+    ("stochastic depth survival 0", lambda: gc.stochastic_depth(KEY, X, 0.0), ValueError, "survival_prob"),
+    ("stochastic depth mode", lambda: gc.stochastic_depth(KEY, X, 0.8, mode="col"), ValueError, "mode"),
+    ("fractional pool ratio below 1", lambda: gc.fractional_max_pool(KEY, IMAGES, ratio=0.5), ValueError, "ratio"),
+    ("marginalize zero samples", lambda: gc.marginalize(lambda k, x: x, KEY, X, 0), ValueError, "num_samples"),
+    ("penalty mask of wrong structure", lambda: gc.l2_penalty(P, 0.1, mask={"x": True}), ValueError, "mask"),
+    # second-order
+    ("minimize unknown method", lambda: gc.minimize(lambda x: jnp.sum(x**2), jnp.ones(2), method="adam"), ValueError, "method"),
+    ("minimize non-scalar fun", lambda: gc.minimize(lambda x: x**2, jnp.ones(2)), (TypeError, ValueError), "fun"),
+    ("minimize tol zero", lambda: gc.minimize(lambda x: jnp.sum(x**2), jnp.ones(2), tol=0.0), ValueError, "tol"),
+    ("minimize max_iter zero", lambda: gc.minimize(lambda x: jnp.sum(x**2), jnp.ones(2), max_iter=0), ValueError, "max_iter"),
+    ("lbfgs memory zero", lambda: gc.lbfgs(memory_size=0), ValueError, "memory_size"),
+    ("minimize integer x0", lambda: gc.minimize(lambda x: jnp.sum(x**2), jnp.ones(2, jnp.int32)), (TypeError, ValueError), "x0"),
 ]
 
 
