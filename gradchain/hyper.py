@@ -51,7 +51,7 @@ def check(
     ``low``/``high`` (closed unless ``low_open``/``high_open``).  Schedules are checked at step 0.
     Traced values (inside ``jit``/``vmap``) cannot be inspected and are accepted as they are.
     """
-    if callable(value) and not isinstance(value, (jax.Array, np.ndarray)):
+    if _is_schedule(value):
         try:
             probe = value(0)
         except Exception as err:  # noqa: BLE001 - re-raised with the argument's name
