@@ -59,9 +59,9 @@ def check(
                 f"{name} is callable, so it must be a schedule step -> value, but {name}(0) "
                 f"raised {type(err).__name__}: {err}"
             ) from err
-        _check_value(f"{name}(0)", probe, low, high, low_open, high_open)
+        check_value(f"{name}(0)", probe, low, high, low_open, high_open)
         return value
-    _check_value(name, value, low, high, low_open, high_open)
+    check_value(name, value, low, high, low_open, high_open)
     return value
 
 
@@ -73,7 +73,8 @@ def _interval(low, high, low_open, high_open) -> str:
     return f"{left}{lo}, {hi}{right}"
 
 
-def _check_value(name, value, low, high, low_open, high_open) -> None:
+def check_value(name, value, low=None, high=None, low_open=False, high_open=False) -> None:
+    """Check a concrete real number or array (not a schedule); traced values pass unchecked."""
     if isinstance(value, jax.core.Tracer):
         return
     allowed = "a real number, a JAX array or a schedule (step -> value)"
@@ -171,7 +172,7 @@ def set_hyperparams(state: Any, **values: Any) -> Any:
             f"it has {sorted(known)}"
         )
     for name, value in values.items():
-        _check_value(name, value, None, None, False, False)
+        check_value(name, value, None, None, False, False)
     return _replace(state, values)
 
 

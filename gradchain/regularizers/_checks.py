@@ -11,14 +11,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gradchain import hyper
+
 
 def is_traced(value: Any) -> bool:
     return isinstance(value, jax.core.Tracer)
-
-
-def is_concrete_zero(value: Any) -> bool:
-    """True only for a Python number equal to zero: the cheap "nothing to do" path."""
-    return isinstance(value, numbers.Real) and not isinstance(value, bool) and value == 0
 
 
 def number(
@@ -33,8 +30,9 @@ def number(
     meaning: str = "",
 ) -> Any:
     """Check a real hyperparameter: a Python number or a (possibly traced) JAX/NumPy array."""
-    if is_traced(value):
-        return value
+    what = f" ({meaning})" if meaning else ""
+    hyper.check_value(f"{fn}: {name}{what}", value, low, high, low_open, high_open)
+    return value
     what = f" ({meaning})" if meaning else ""
     if isinstance(value, (bool, np.bool_)) or not isinstance(
         value, (numbers.Real, jax.Array, np.ndarray, np.generic)

@@ -26,6 +26,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from gradchain import hyper
 from gradchain.regularizers import _checks
 
 __all__ = ["dropout", "dropconnect"]
@@ -51,7 +52,7 @@ def _drop(
     keep = 1.0 - rate if isinstance(rate, (int, float)) else 1.0 - _checks.probability_array(rate)
     if deterministic:
         return x if inverted else x * _checks.as_dtype(keep, x.dtype)
-    if _checks.is_concrete_zero(rate):  # nothing to draw: no key needed either
+    if hyper.is_zero(rate):  # nothing to draw: no key needed either
         return x
     key = _checks.key(fn, key)
     mask_shape = tuple(1 if i in dims else n for i, n in enumerate(x.shape))
