@@ -7,7 +7,7 @@ An optimizer is a composition of such pairs.  Two combinators build every optimi
 lecture:
 
 * :func:`chain` runs transformations one after the other (``g -> t1 -> t2 -> ...``);
-* :func:`fan_out` gives the *same* incoming updates to several transformations and combines
+* :func:`gradchain.ratio` gives the *same* incoming updates to two transformations and divides
   their outputs leaf by leaf.  Adam needs it: its first and second moments are statistics of the
   same raw gradient, which a purely sequential chain cannot express.
 
@@ -17,7 +17,7 @@ The pair is structurally the same as Optax's ``GradientTransformation`` (a ``Nam
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, NamedTuple, Protocol
 
 import jax
@@ -94,37 +94,6 @@ def chain(*transforms: GradientTransformation) -> GradientTransformation:
             updates, s = tx.update(updates, s, params)
             new_states.append(s)
         return updates, tuple(new_states)
-
-    return GradientTransformation(init, update)
-
-
-def fan_out(
-    transforms: Sequence[GradientTransformation], combine: Callable[..., jax.Array]
-) -> GradientTransformation:
-    """Give the same updates to every transform, then ``combine`` their outputs leaf by leaf.
-
-    ``combine(out_1, out_2, ..., out_k)`` receives the k outputs for one leaf.  The state is the
-    tuple of the inner states.  Example (the core of Adam, see :func:`gradchain.ratio`)::
-
-        fan_out([first_moment, second_moment], lambda m, v: m / (jnp.sqrt(v) + eps))
-    """
-    transforms = tuple(transforms)
-    if not transforms:
-        raise ValueError("transforms must hold at least one transformation, got an empty sequence")
-    _check_transformations("transforms", transforms)
-    if not callable(combine):
-        raise TypeError(f"combine must be callable, got {combine!r}")
-
-    def init(params):
-        return tuple(tx.init(params) for tx in transforms)
-
-    def update(updates, state, params=None):
-        outputs, new_states = [], []
-        for tx, s in zip(transforms, state):
-            out, s = tx.update(updates, s, params)
-            outputs.append(out)
-            new_states.append(s)
-        return jax.tree.map(combine, *outputs), tuple(new_states)
 
     return GradientTransformation(init, update)
 
