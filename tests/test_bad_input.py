@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import gradchain as gc
+from gradchain import augment as A
 from gradchain import tuning
 
 P = {"w": jnp.ones((2, 3)), "b": jnp.zeros(3)}
@@ -18,6 +19,8 @@ X = jnp.ones((4, 5))
 IMAGES = jnp.ones((4, 8, 8, 3))
 LABELS = jnp.arange(4)
 NAN, INF = float("nan"), float("inf")
+PHOTO = jnp.full((8, 8, 3), 0.5)  # one HWC image, float in [0, 1]
+PHOTO8 = jnp.full((8, 8, 3), 128, jnp.uint8)
 
 CASES = [
     # optimizers and transforms: hyperparameters
@@ -118,6 +121,33 @@ CASES = [
     ("fractional pool ratio below 1", lambda: gc.fractional_max_pool(KEY, IMAGES, ratio=0.5), ValueError, "ratio"),
     ("marginalize zero samples", lambda: gc.marginalize(lambda k, x: x, KEY, X, 0), ValueError, "num_samples"),
     ("penalty mask of wrong structure", lambda: gc.l2_penalty(P, 0.1, mask={"x": True}), ValueError, "mask"),
+    # augmentation: image layout (HWC images, NHWC batches)
+    ("augment image without channel axis", lambda: A.random_flip(KEY, jnp.ones((8, 8))), ValueError, r"random_flip: image must have rank 3 .*got shape \(8, 8\).*image\[\.\.\., None\]"),
+    ("augment batch to a per-image fn", lambda: A.random_crop(KEY, IMAGES, 4), ValueError, r"random_crop: image must have rank 3 .*got shape \(4, 8, 8, 3\).*apply_batch"),
+    ("augment one image as a batch", lambda: A.apply_batch(A.random_flip, KEY, PHOTO), ValueError, r"images must have rank 4 .*got shape \(8, 8, 3\).*images\[None\]"),
+    ("augment CHW image", lambda: A.color_jitter(KEY, jnp.ones((3, 8, 8))), ValueError, r"image must have 3 channels .*got 8 in shape \(3, 8, 8\).*channels go last"),
+    ("augment 2 channels", lambda: A.random_flip(KEY, jnp.ones((8, 8, 2))), ValueError, r"image must have 1 or 3 or 4 channels .*got 2"),
+    ("augment hue of a grey image", lambda: A.adjust_hue(jnp.ones((8, 8, 1)), 0.1), ValueError, r"adjust_hue: image must have 3 channels .*got 1"),
+    # augmentation: crops larger than the image
+    ("augment crop larger than image", lambda: A.random_crop(KEY, PHOTO, 9), ValueError, r"random_crop: size=9 is larger than the padded image \(8×8"),
+    ("augment crop larger than padded image", lambda: A.random_crop(KEY, PHOTO, (11, 4), padding=1), ValueError, r"size=\(11, 4\) is larger than the padded image \(10×10"),
+    ("augment center crop larger", lambda: A.center_crop(PHOTO, (4, 9)), ValueError, r"center_crop: size=\(4, 9\) is larger than the image \(8×8"),
+    ("augment ten crops larger", lambda: A.ten_crops(PHOTO, 9), ValueError, r"ten_crops: size=9 is larger than the image"),
+    ("augment tta crop above a scale", lambda: A.tta_predict(lambda b: b, IMAGES, scales=(6,), crop_size=7), ValueError, r"crop_size=7 is larger than the images resized to short side 6"),
+    ("augment scale crop below crop size", lambda: A.random_scale_crop(KEY, PHOTO, 224, short_side=(200, 480)), ValueError, r"short_side=\(200, 480\) must start at or above the crop size 224"),
+    # augmentation: policies
+    ("augment unknown policy name", lambda: A.auto_augment(KEY, PHOTO8, policy="svhn"), ValueError, r"policy='svhn' is not a known policy name; use 'cifar10' or 'imagenet'"),
+    ("augment unknown policy op", lambda: A.auto_augment(KEY, PHOTO8, policy=[[("Blur", 0.5, 3)]]), ValueError, r"unknown op 'Blur'"),
+    ("augment policy level 10", lambda: A.auto_augment(KEY, PHOTO8, policy=[[("Rotate", 0.5, 10)]]), ValueError, r"level of 'Rotate' in sub-policy 0 must be in \[0, 9\], got 10"),
+    ("augment magnitude above max", lambda: A.rand_augment(KEY, PHOTO8, magnitude=12), ValueError, r"magnitude must be in \[0, 10\], got 12"),
+    # augmentation: values outside the dtype's range
+    ("augment float image in 0..255", lambda: A.random_flip(KEY, jnp.full((4, 4, 3), 255.0)), ValueError, r"float image must have values in \[0, 1\], got values in \[255, 255\]; .*divide by 255"),
+    ("augment float image negative", lambda: A.color_jitter(KEY, jnp.full((4, 4, 3), -0.5)), ValueError, r"values in \[0, 1\], got values in \[-0.5, -0.5\]"),
+    ("augment float image nan", lambda: A.apply_batch(A.random_flip, KEY, jnp.full((2, 4, 4, 3), NAN)), ValueError, r"float images must have values in \[0, 1\], got values in \[nan, nan\]"),
+    ("augment int32 image", lambda: A.random_flip(KEY, jnp.ones((4, 4, 3), jnp.int32)), TypeError, r"image must be uint8 in \[0, 255\] or floating in \[0, 1\], got dtype int32"),
+    ("augment uint8 fill above 255", lambda: A.random_crop(KEY, PHOTO8, 8, padding=2, fill=300), ValueError, r"fill must be in \[0, 255\], got 300"),
+    ("augment float fill above 1", lambda: A.affine(PHOTO, jnp.eye(3), fill=2.0), ValueError, r"fill must be in \[0, 1\], got 2.0"),
+    ("augment uint8 threshold above 256", lambda: A.solarize(PHOTO8, 300), ValueError, r"threshold must be in \[0, 256\], got 300"),
     # second-order
     ("minimize unknown method", lambda: gc.minimize(lambda x: jnp.sum(x**2), jnp.ones(2), method="adam"), ValueError, "method"),
     ("minimize non-scalar fun", lambda: gc.minimize(lambda x: x**2, jnp.ones(2)), (TypeError, ValueError), "fun"),
@@ -151,3 +181,7 @@ def test_supported_edge_cases():
     # typed and raw keys both work wherever a key is taken
     for key in (jax.random.PRNGKey(0), jax.random.key(0)):
         assert len(tuning.sample({"x": tuning.Uniform(0.0, 1.0)}, 2, key)) == 2
+        assert A.apply_batch(A.random_flip, key, IMAGES).shape == IMAGES.shape
+    # augmentation keeps any float dtype in [0, 1] (bfloat16 too), and uint8
+    for image in (PHOTO.astype(jnp.bfloat16), PHOTO8):
+        assert A.random_flip(KEY, image).dtype == image.dtype

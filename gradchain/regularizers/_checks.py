@@ -33,27 +33,6 @@ def number(
     what = f" ({meaning})" if meaning else ""
     hyper.check_value(f"{fn}: {name}{what}", value, low, high, low_open, high_open)
     return value
-    what = f" ({meaning})" if meaning else ""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(
-        value, (numbers.Real, jax.Array, np.ndarray, np.generic)
-    ):
-        raise TypeError(
-            f"{fn}: {name}{what} must be a real number or an array, "
-            f"got {value!r} of type {type(value).__name__}"
-        )
-    array = np.asarray(value)
-    if not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)):
-        raise TypeError(f"{fn}: {name}{what} must be real, got an array of dtype {array.dtype}")
-    left, right = ("(" if low_open else "["), (")" if high_open else "]")
-    interval = f"{left}{'-inf' if low is None else f'{low:g}'}, {'inf' if high is None else f'{high:g}'}{right}"
-    bad = ~np.isfinite(array)
-    if low is not None:
-        bad |= array <= low if low_open else array < low
-    if high is not None:
-        bad |= array >= high if high_open else array > high
-    if np.any(bad):
-        raise ValueError(f"{fn}: {name}{what} must be in {interval}, got {value!r}")
-    return value
 
 
 def positive_int(fn: str, name: str, value: Any, *, minimum: int = 1) -> int:
