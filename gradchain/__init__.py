@@ -11,6 +11,7 @@ from gradchain.core import (
     identity,
 )
 from gradchain.hyper import Hyperparameter, Schedule, get_hyperparams, set_hyperparams
+from gradchain.multi_tensor import MultiTensorState, Packed, multi_tensor
 from gradchain.optimizers import adagrad, adam, adamw, rmsprop, sgd
 from gradchain.schedules import *  # noqa: F403 - the schedules are part of the public surface
 from gradchain.second_order import *  # noqa: F403 - minimize, line searches, Newton, BFGS, L-BFGS

@@ -65,7 +65,7 @@ CASES = [
     ("update tree differs from state", lambda: gc.adam().update({"w": jnp.ones((2, 3))}, gc.adam().init(P), P), ValueError, "structure"),
     ("apply_updates trees differ", lambda: gc.apply_updates(P, {"w": jnp.ones((2, 3))}), ValueError, "updates do not have the structure of params"),
     ("state of another chain", lambda: gc.chain(gc.scale(1.0)).update(P, (), P), ValueError, "state does not belong"),
-    ("state of another transform", lambda: gc.scale(1.0).update(P, gc.sgd(0.1).init(P)[0]._replace(hyperparams={}), P), ValueError, "state belongs to another transformation"),
+    ("state of another transform", lambda: gc.scale(1.0).update(P, gc.sgd(0.1).init(P).inner[0]._replace(hyperparams={}), P), ValueError, "state belongs to another transformation"),
     ("decay without params", lambda: gc.add_decayed_weights(1e-4).update(P, gc.add_decayed_weights(1e-4).init(P)), ValueError, "needs the current parameters"),
     ("mask of wrong structure", lambda: gc.masked(gc.scale(1.0), {"x": True}).init(P), ValueError, "mask must have the structure"),
     ("mask with int leaves", lambda: gc.masked(gc.scale(1.0), {"w": 1, "b": 0}).init(P), TypeError, "mask leaves must be Python bools"),

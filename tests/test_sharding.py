@@ -59,6 +59,21 @@ SCRIPT = textwrap.dedent("""
     assert len(spread.losses.sharding.device_set) == 8, spread.losses.sharding
     plain = _vmapped(fit)(configs, keys)
     np.testing.assert_allclose(np.asarray(spread.losses), np.asarray(plain.losses), rtol=1e-5, atol=1e-6)
+
+    # 5. multi_tensor: replicated small leaves are packed, a leaf sharded over the mesh stays
+    #    loose (packing it would gather it), and the step equals the single-device one.
+    many = {f"b{i:02d}": jnp.full((8,), float(i)) for i in range(40)} | {"w": jnp.arange(64.0).reshape(16, 4)}
+    placed = {k: jax.device_put(v, NamedSharding(mesh, P("d") if k == "w" else P())) for k, v in many.items()}
+    mt = gc.adam(1e-2)
+    mstate = mt.init(placed)
+    assert [slot is None for slot in mstate.slots] == [k == "w" for k in sorted(placed)], mstate.slots
+    mgrads = jax.tree.map(jnp.cos, many)
+    mstep = jax.jit(lambda p, s, g: (lambda u, s: (gc.apply_updates(p, u), s))(*mt.update(g, s, p)))
+    one = mstep(many, mt.init(many), mgrads)[0]
+    eight = mstep(placed, mstate, jax.device_put(mgrads, jax.tree.map(lambda x: x.sharding, placed)))[0]
+    for k in many:
+        np.testing.assert_allclose(np.asarray(one[k]), np.asarray(eight[k]), rtol=1e-6, atol=1e-7)
+    assert eight["w"].sharding.is_equivalent_to(placed["w"].sharding, 2), eight["w"].sharding
     print("SHARDING OK")
 """)
 

@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from gradchain.core import GradientTransformation, check_same_structure
+from gradchain.multi_tensor import Packed
 
 Mask = Any  # a pytree of Python bools (or a prefix of the parameter tree), or params -> such tree
 
@@ -30,6 +31,12 @@ def decay_mask(params: Any) -> Any:
 def full_mask(mask: Mask | Callable[[Any], Mask], tree: Any) -> Any:
     """Resolve ``mask`` (a bool pytree, a prefix of ``tree``, or ``tree -> mask``) to one Python
     bool per leaf of ``tree``, with clear errors for non-bool leaves or a wrong structure."""
+    if isinstance(tree, Packed):
+        raise ValueError(
+            "masked(...) got packed buffers: a per-leaf mask cannot run inside multi_tensor "
+            "(it would see one flat buffer per dtype, not your leaves). Put the masked "
+            "transformation outside multi_tensor, or pass multi_tensor(..., max_leaf_size=0)."
+        )
     m = mask(tree) if callable(mask) else mask
     leaves = jax.tree.leaves(m)
     bad = [x for x in leaves if not isinstance(x, bool)]
