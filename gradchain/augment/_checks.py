@@ -22,16 +22,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gradchain import hyper
+from gradchain.regularizers._checks import is_traced, number  # shared argument checks
 
 RGB = (3,)
 GREY_OR_RGB = (1, 3)
 ANY_CHANNELS = (1, 3, 4)
 _LAYOUT = {3: "one HWC image: (height, width, channels)", 4: "an NHWC batch: (batch, height, width, channels)"}
-
-
-def is_traced(value: Any) -> bool:
-    return isinstance(value, jax.core.Tracer)
 
 
 def image(
@@ -107,33 +103,6 @@ def key(fn: str, key: Any) -> jax.Array:
         f"{fn}: key must be a JAX PRNG key (jax.random.key(0) or jax.random.PRNGKey(0)), "
         f"got {key!r} of type {type(key).__name__}"
     )
-
-
-def number(
-    fn: str,
-    name: str,
-    value: Any,
-    *,
-    low: float | None = None,
-    high: float | None = None,
-    low_open: bool = False,
-    high_open: bool = False,
-) -> Any:
-    """A real number or a (possibly traced) array of them, finite and inside the interval."""
-    if is_traced(value):
-        return value
-    if isinstance(value, (bool, np.bool_)) or not isinstance(
-        value, (numbers.Real, jax.Array, np.ndarray, np.generic)
-    ):
-        raise TypeError(
-            f"{fn}: {name} must be a real number, got {value!r} of type {type(value).__name__}"
-        )
-    dtype = np.asarray(value).dtype
-    if not (np.issubdtype(dtype, np.floating) or np.issubdtype(dtype, np.integer)):
-        raise TypeError(f"{fn}: {name} must be real, got an array of dtype {dtype}")
-    # the range check (and its message) is the one every hyperparameter uses
-    hyper.check_value(f"{fn}: {name}", value, low, high, low_open, high_open)
-    return value
 
 
 def interval(
