@@ -21,7 +21,9 @@ are bit-for-bit the unpacked ones; reductions over the whole tree (``clip_by_glo
 another order (within 1e-6 relative).  Transformations that look at individual leaves (``masked``
 with a per-leaf mask, ``decay_mask``) cannot run on packed buffers and raise an error saying so:
 put them outside the wrapper.  Leaves whose sharding spans several devices are never packed
-(concatenating them would gather them onto every device).
+(concatenating them would gather them onto every device); that is known when ``init`` sees
+concrete arrays, so call it eagerly on sharded parameters (under ``jit`` every small leaf is
+packed, which stays correct but gathers).
 """
 
 from __future__ import annotations
