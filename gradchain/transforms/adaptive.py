@@ -68,7 +68,8 @@ def moment(
       decay: β in [0, 1).
       order: 1 for the first moment (mean), 2 for the second (uncentred variance).
       dtype: dtype of the stored average (Adam's ``mu_dtype``/``nu_dtype``); default: each
-        parameter's own.  The output is computed before this cast, as in Optax.
+        parameter's own.  The output is computed before this cast, as in Optax, and the
+        arithmetic is done in at least float32 (half-precision moments stay finite).
       name: key of β in ``get_hyperparams`` (Adam uses ``"b1"`` and ``"b2"``).
     """
     hyper.check(name, decay, low=0.0, high=1.0, high_open=True)
@@ -77,9 +78,14 @@ def moment(
 
     def step(updates, buffers, params, count, decay):
         def average(g, m):
-            statistic = g if order == 1 else g * g
-            beta = cast_like(decay, m)
-            return (1 - beta) * statistic + beta * m
+            # In at least float32: in bfloat16, β = 0.999 rounds to 1 and v would never grow.
+            # For float32/float64 leaves this is exactly the plain formula.
+            wide = jnp.promote_types(m.dtype, jnp.float32)
+            g_wide = g.astype(wide)
+            statistic = g_wide if order == 1 else g_wide * g_wide
+            beta = jnp.asarray(decay).astype(wide)
+            average = (1 - beta) * statistic + beta * m.astype(wide)
+            return average.astype(jnp.promote_types(g.dtype, m.dtype))
 
         new = jax.tree.map(average, updates, buffers["moment"])
         stored = jax.tree.map(lambda m, old: m.astype(old.dtype), new, buffers["moment"])
