@@ -3,9 +3,9 @@
 Every optimizer ends in ``scale_by_learning_rate``, so ``apply_updates`` performs
 ``x -= learning_rate * direction``.  Each is wrapped in :func:`gradchain.multi_tensor`, which
 packs the small leaves of a tree with many of them into one buffer per dtype (and leaves a small
-tree as it is), so that step and compile time do not grow with the number of leaves.  All hyperparameters may be numbers, arrays (``vmap`` a
-population over them) or schedules, and can be read and set with ``get_hyperparams`` /
-``set_hyperparams``.
+tree as it is), so that step and compile time do not grow with the number of leaves.  All
+hyperparameters may be numbers, arrays (``vmap`` a population over them) or schedules, and can be
+read and set with ``get_hyperparams`` / ``set_hyperparams``.
 """
 
 from __future__ import annotations
@@ -96,15 +96,13 @@ def adamw(
     ``optax.adamw``.  ``mask`` selects the decayed leaves (e.g. ``gradchain.decay_mask``); the
     decay then runs per leaf, after the packed Adam step.
     """
-    adam_step = multi_tensor(scale_by_adam(b1, b2, eps, mu_dtype=mu_dtype, nu_dtype=nu_dtype))
+    adam_step = scale_by_adam(b1, b2, eps, mu_dtype=mu_dtype, nu_dtype=nu_dtype)
     if mask is not None:
         return chain(
-            adam_step, add_decayed_weights(weight_decay, mask), scale_by_learning_rate(learning_rate)
-        )
-    return multi_tensor(
-        chain(
-            scale_by_adam(b1, b2, eps, mu_dtype=mu_dtype, nu_dtype=nu_dtype),
-            add_decayed_weights(weight_decay),
+            multi_tensor(adam_step),
+            add_decayed_weights(weight_decay, mask),
             scale_by_learning_rate(learning_rate),
         )
+    return multi_tensor(
+        chain(adam_step, add_decayed_weights(weight_decay), scale_by_learning_rate(learning_rate))
     )
