@@ -18,5 +18,6 @@ from gradchain.second_order import *  # noqa: F403 - minimize, line searches, Ne
 from gradchain.regularizers import *  # noqa: F403 - dropout, batch norm, mixup, ... (PRNG-keyed)
 from gradchain.transforms import *  # noqa: F403 - the transforms are part of the public surface
 from gradchain import augment  # a namespace: its names (resize, compose, batch, ...) are generic
+from gradchain import flat  # a namespace: gc.flat.ravel
 
 __version__ = "0.1.0"

@@ -1,0 +1,164 @@
+"""gc.flat: parameters kept in flat buffers give the model, the gradients and the optimizer steps
+of the per-leaf tree."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import gradchain as gc
+
+
+def mlp_params(key, layers=6, width=5):
+    keys = jax.random.split(key, layers)
+    return {
+        f"layer{i}": {"w": jax.random.normal(k, (width, width)) / width**0.5, "b": jnp.full((width,), 0.1 * i)}
+        for i, k in enumerate(keys)
+    }
+
+
+def mlp(params, x):
+    for i in range(len(params)):
+        layer = params[f"layer{i}"]
+        x = jnp.tanh(x @ layer["w"] + layer["b"]) + x
+    return jnp.mean(x**2)
+
+
+PARAMS = mlp_params(jax.random.PRNGKey(0))
+X = jax.random.normal(jax.random.PRNGKey(1), (8, 5))
+
+
+def test_ravel_then_unravel_is_the_identity_and_keeps_every_dtype():
+    params = {"w": jnp.arange(6.0).reshape(2, 3), "h": jnp.ones(4, jnp.bfloat16), "s": jnp.float32(7.0)}
+    flat, layout = gc.flat.ravel(params)
+    assert {k: v.dtype for k, v in flat.items()} == {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+    assert flat["float32"].shape == (7,) and flat["bfloat16"].shape == (4,)
+    back = layout.unravel(flat)
+    assert jax.tree.structure(back) == jax.tree.structure(params)
+    for name in params:
+        assert back[name].dtype == params[name].dtype
+        np.testing.assert_array_equal(np.asarray(back[name], np.float32), np.asarray(params[name], np.float32))
+
+
+@pytest.mark.parametrize("layout_as_argument", [True, False])
+def test_gradient_arrives_flat_and_equals_the_per_leaf_gradient_bit_for_bit(layout_as_argument):
+    flat, layout = gc.flat.ravel(PARAMS)
+    if layout_as_argument:
+        grad = jax.jit(jax.grad(lambda f, l: mlp(l.unravel(f), X)))(flat, layout)
+    else:
+        grad = jax.jit(jax.grad(lambda f: mlp(layout.unravel(f), X)))(flat)
+    expected = layout.ravel(jax.jit(jax.grad(mlp))(PARAMS, X))
+    np.testing.assert_array_equal(np.asarray(grad["float32"]), np.asarray(expected["float32"]))
+
+
+def test_backward_is_one_concatenation_not_a_sum_of_padded_buffers():
+    flat, layout = gc.flat.ravel(PARAMS)
+    jaxpr = str(jax.make_jaxpr(jax.grad(lambda f: mlp(layout.unravel(f), X)))(flat))
+    assert jaxpr.count("concatenate") == 1 and " pad" not in jaxpr, jaxpr
+
+
+def train(opt, params, steps, unravel=None):
+    """``steps`` jitted, donated steps of ``opt`` on the MLP; with ``unravel``, ``params`` are flat."""
+    loss = mlp if unravel is None else (lambda f, x: mlp(unravel(f), x))
+
+    @jax.jit
+    def step(p, s):
+        updates, s = opt.update(jax.grad(loss)(p, X), s, p)
+        return gc.apply_updates(p, updates), s
+
+    state = opt.init(params)
+    for _ in range(steps):
+        params, state = step(params, state)
+    return params
+
+
+OPTIMIZERS = {
+    "adam": lambda mask: gc.adam(1e-2),
+    "sgd+nesterov": lambda mask: gc.sgd(0.1, momentum=0.9, nesterov=True),
+    "adamw+cosine+clip, decay masked": lambda mask: gc.chain(
+        gc.clip_by_global_norm(0.5), gc.adamw(gc.cosine_schedule(1e-2, 30), weight_decay=0.1, mask=mask)
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+def test_twenty_steps_on_flat_parameters_match_the_per_leaf_tree_within_1e6(name):
+    """Element-wise math on the same numbers; the global norm sums in another order."""
+    flat, layout = gc.flat.ravel(PARAMS, labels=gc.decay_mask(PARAMS))
+    per_leaf = train(OPTIMIZERS[name](gc.decay_mask), PARAMS, 20)
+    packed = train(OPTIMIZERS[name](layout.mask(gc.decay_mask(PARAMS))), flat, 20, layout.unravel)
+    for got, want in zip(jax.tree.leaves(layout.unravel(packed)), jax.tree.leaves(per_leaf)):
+        np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-6, atol=1e-7)
+
+
+def test_labels_split_the_buffers_and_the_mask_follows_them():
+    flat, layout = gc.flat.ravel(PARAMS, labels=gc.decay_mask(PARAMS))
+    assert sorted(flat) == ["False.float32", "True.float32"]
+    assert flat["True.float32"].size == 6 * 25 and flat["False.float32"].size == 6 * 5
+    assert layout.mask(gc.decay_mask(PARAMS)) == {"True.float32": True, "False.float32": False}
+    named, _ = gc.flat.ravel(PARAMS, labels=jax.tree.map(lambda d: "decay" if d else "no_decay", gc.decay_mask(PARAMS)))
+    assert sorted(named) == ["decay.float32", "no_decay.float32"]
+
+
+def test_a_population_of_flat_models_trains_under_vmap():
+    """Four learning rates, one row of the flat buffer each; the layout is shared (in_axes None)."""
+    flat, layout = gc.flat.ravel(PARAMS)
+    rates = jnp.array([1e-3, 1e-2, 3e-2, 1e-1])
+
+    def fit(lr, f, l):
+        opt = gc.adam(lr)
+        updates, _ = opt.update(jax.grad(lambda f: mlp(l.unravel(f), X))(f), opt.init(f), f)
+        return gc.apply_updates(f, updates)
+
+    rows = jax.tree.map(lambda b: jnp.broadcast_to(b, (4,) + b.shape), flat)
+    population = jax.jit(jax.vmap(fit, in_axes=(0, 0, None)))(rates, rows, layout)
+    for i, lr in enumerate(rates):
+        one = fit(lr, flat, layout)
+        np.testing.assert_allclose(np.asarray(population["float32"][i]), np.asarray(one["float32"]), rtol=1e-6, atol=1e-7)
+
+
+def test_layout_is_a_pytree_of_offsets_so_jit_traces_them():
+    flat, layout = gc.flat.ravel(PARAMS)
+    offsets, _ = jax.tree.flatten(layout)
+    assert len(offsets) == 12 and [int(o) for o in offsets[:3]] == [0, 5, 30]  # b0, w0, b1 (sorted keys)
+    assert jax.tree.unflatten(jax.tree.structure(layout), offsets).sizes == layout.sizes
+    hlo = jax.jit(lambda f, l: l.unravel(f)).lower(flat, layout).as_text()
+    assert hlo.count("dynamic_slice") == 12
+
+
+def test_donated_flat_step_updates_in_place():
+    flat, layout = gc.flat.ravel(PARAMS)
+    opt = gc.adam(1e-2)
+
+    def step(f, s, l):
+        updates, s = opt.update(jax.grad(lambda f: mlp(l.unravel(f), X))(f), s, f)
+        return gc.apply_updates(f, updates), s
+
+    donated = jax.jit(step, donate_argnums=(0, 1))
+    expected = jax.jit(step)(flat, opt.init(flat), layout)[0]
+    got = donated(jax.tree.map(jnp.copy, flat), opt.init(flat), layout)[0]
+    np.testing.assert_array_equal(np.asarray(got["float32"]), np.asarray(expected["float32"]))
+
+
+@pytest.mark.parametrize(
+    "call, error, match",
+    [
+        (lambda: gc.flat.ravel({}), ValueError, "at least one array"),
+        (lambda: gc.flat.ravel({"i": jnp.arange(3)}), TypeError, "floating point, got a leaf of dtype int32"),
+        (lambda: gc.flat.ravel(PARAMS, labels={"layer0": 1}), ValueError, "labels must have the structure"),
+        (lambda: gc.flat.ravel({"a": jnp.ones(2)}, labels={"a": 3}), TypeError, "str or bool, got 3"),
+        (lambda: gc.flat.ravel(PARAMS)[1].unravel({"float16": jnp.ones(3)}), ValueError, r"keys \['float32'\]"),
+        (lambda: gc.flat.ravel(PARAMS)[1].unravel({"float32": jnp.ones(3)}), ValueError, r"shape \(180,\), got \(3,\)"),
+        (lambda: gc.flat.ravel(PARAMS)[1].ravel({"w": jnp.ones(3)}), ValueError, "structure of the parameters"),
+        (
+            lambda: gc.flat.ravel(PARAMS)[1].ravel(jax.tree.map(lambda x: x[None], PARAMS)),
+            ValueError,
+            r"shape \(1, 5\) is where the layout has shape \(5,\)",
+        ),
+        (lambda: gc.flat.ravel(PARAMS)[1].mask(gc.decay_mask(PARAMS)), ValueError, "both in and out of the mask"),
+        (lambda: gc.flat.ravel(PARAMS)[1].mask([True]), ValueError, "mask has 1 leaves, the layout 12"),
+    ],
+)
+def test_bad_input_is_named(call, error, match):
+    with pytest.raises(error, match=match):
+        call()
