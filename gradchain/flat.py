@@ -108,7 +108,8 @@ class FlatLayout:
         return _unravel(self._static(), self.offsets, flat)
 
     def ravel(self, tree: Any) -> dict[str, jax.Array]:
-        """Pack a tree with the parameters' structure (parameters, gradients) into flat buffers."""
+        """Pack a tree with the parameters' structure (parameters, gradients) into flat buffers;
+        each leaf is cast to its buffer's dtype."""
         return _ravel(self._static(), tree)
 
     def mask(self, mask: Any) -> dict[str, bool]:

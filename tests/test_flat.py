@@ -162,3 +162,34 @@ def test_donated_flat_step_updates_in_place():
 def test_bad_input_is_named(call, error, match):
     with pytest.raises(error, match=match):
         call()
+
+
+def test_a_flax_linen_model_trains_the_same_on_flat_parameters():
+    """Flax's nested parameter dicts go through unchanged: 10 Adam steps of a two-layer
+    ``nn.Dense`` network on flat parameters match the per-leaf ones within 1e-6."""
+    nn = pytest.importorskip("flax.linen")
+
+    class Net(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            return nn.Dense(1)(nn.tanh(nn.Dense(8)(x)))
+
+    net = Net()
+    x, y = X, jnp.sin(X[:, :1])
+    params = net.init(jax.random.PRNGKey(2), x)["params"]
+    loss = lambda p: jnp.mean((net.apply({"params": p}, x) - y) ** 2)
+    flat, layout = gc.flat.ravel(params)
+    opt = gc.adam(1e-2)
+
+    def steps(p, unravel):
+        objective = loss if unravel is None else (lambda f: loss(unravel(f)))
+        state = opt.init(p)
+        for _ in range(10):
+            updates, state = opt.update(jax.grad(objective)(p), state, p)
+            p = gc.apply_updates(p, updates)
+        return p
+
+    per_leaf, packed = steps(params, None), steps(flat, layout.unravel)
+    for got, want in zip(jax.tree.leaves(layout.unravel(packed)), jax.tree.leaves(per_leaf)):
+        np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-6, atol=1e-7)
+    assert float(loss(layout.unravel(packed))) < float(loss(params))
