@@ -82,9 +82,11 @@ OPTIMIZERS = {
 }
 
 
-def make_tree(shapes, key):
+def make_tree(shapes, key, flat=False):
+    """Random float32 leaves of the given shapes; with ``flat``, stored with ``gc.flat``."""
     keys = jax.random.split(key, len(shapes))
-    return [jax.random.normal(k, s, jnp.float32) * 0.01 for k, s in zip(keys, shapes)]
+    tree = [jax.random.normal(k, s, jnp.float32) * 0.01 for k, s in zip(keys, shapes)]
+    return gc.flat.ravel(tree)[0] if flat else tree
 
 
 def jax_step(tx):
@@ -101,8 +103,7 @@ def jax_runner(tx, shapes, grads):
 
 def flat_runner(tx, shapes, grads):
     """``jax_runner`` with the parameters (and so the gradients and state) stored flat."""
-    flat, layout = gc.flat.ravel(make_tree(shapes, jax.random.PRNGKey(0)))
-    return jax_runner_on(tx, flat, layout.ravel(grads))
+    return jax_runner_on(tx, make_tree(shapes, jax.random.PRNGKey(0), flat=True), gc.flat.ravel(grads)[0])
 
 
 def jax_runner_on(tx, params, grads):
@@ -188,9 +189,7 @@ def compile_chains():
 
 
 def compile_seconds(tx, shapes, flat=False):
-    params = make_tree(shapes, jax.random.PRNGKey(0))
-    if flat:
-        params = gc.flat.ravel(params)[0]
+    params = make_tree(shapes, jax.random.PRNGKey(0), flat)
     start = time.perf_counter()
     jax_step(tx).lower(params, tx.init(params), params).compile()
     return time.perf_counter() - start
@@ -213,9 +212,7 @@ def nbytes(tree):
 
 
 def peak_bytes(tx, shapes, flat=False):
-    params = make_tree(shapes, jax.random.PRNGKey(0))
-    if flat:
-        params = gc.flat.ravel(params)[0]
+    params = make_tree(shapes, jax.random.PRNGKey(0), flat)
     state = tx.init(params)
     memory = jax_step(tx).lower(params, state, params).compile().memory_analysis()
     peak = (memory.argument_size_in_bytes + memory.output_size_in_bytes
