@@ -27,7 +27,9 @@ reductions over the tree, such as global-norm clipping, sum in another order).
 
 A flat buffer is an ordinary array: it can be donated, ``vmap``-ped over (a population of
 models, one row each) and sharded along its one axis over devices, which is the fully-sharded
-(FSDP) layout: ``unravel`` then gathers each leaf where it is used.
+(FSDP) layout: ``unravel`` then gathers each leaf where it is used.  Being a ``custom_vjp``, ``unravel``
+supports reverse-mode differentiation only: ``jax.jvp``, ``jacfwd`` and ``hessian`` through it
+raise an error; the second-order methods take the per-leaf tree.
 
 Compile time against step time: each leaf is sliced out at its offset, and the layout is a
 pytree whose leaves are those offsets.  Passed to the jitted step as an argument,

@@ -183,11 +183,13 @@ def test_a_flax_linen_model_trains_the_same_on_flat_parameters():
 
     def steps(p, unravel):
         objective = loss if unravel is None else (lambda f: loss(unravel(f)))
-        state = opt.init(p)
-        for _ in range(10):
+
+        def step(carry, _):
+            p, state = carry
             updates, state = opt.update(jax.grad(objective)(p), state, p)
-            p = gc.apply_updates(p, updates)
-        return p
+            return (gc.apply_updates(p, updates), state), None
+
+        return jax.lax.scan(step, (p, opt.init(p)), length=10)[0][0]
 
     per_leaf, packed = steps(params, None), steps(flat, layout.unravel)
     for got, want in zip(jax.tree.leaves(layout.unravel(packed)), jax.tree.leaves(per_leaf)):
