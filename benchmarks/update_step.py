@@ -276,8 +276,10 @@ def train_runner(tx, params, x, layout=None, closed=False):
     or, with ``closed``, a constant of it."""
 
     def step(p, s, x, argument):
-        unravel = (layout if closed else argument).unravel if layout is not None else None
-        loss = mlp_loss if unravel is None else (lambda f, x: mlp_loss(unravel(f), x))
+        loss = mlp_loss
+        if layout is not None:
+            unravel = (layout if closed else argument).unravel
+            loss = lambda f, x: mlp_loss(unravel(f), x)
         updates, s = tx.update(jax.grad(loss)(p, x), s, p)
         return optax.apply_updates(p, updates), s
 

@@ -200,7 +200,6 @@ def test_adam_half_precision_zero_gradients_stay_finite():
         assert bool(jnp.all(jnp.isfinite(params["w"]))), dtype
 
 
-
 @pytest.mark.parametrize("dtype", [jnp.float16, jnp.bfloat16])
 def test_half_precision_adam_tracks_float32_adam(dtype):
     """β2 = 0.999 rounds to 1 in bfloat16: a moment updated in the leaf's dtype would never grow
@@ -215,6 +214,7 @@ def test_half_precision_adam_tracks_float32_adam(dtype):
     deviation = sum(float(jnp.sum(jnp.abs(h.astype(jnp.float32) - f))) for h, f, _ in pairs)
     movement = sum(float(jnp.sum(jnp.abs(f - p))) for _, f, p in pairs)
     assert deviation < 0.25 * movement
+
 
 # --- bad input ---------------------------------------------------------------------------------------
 

@@ -84,8 +84,8 @@ def moment(
             g_wide = g.astype(wide)
             statistic = g_wide if order == 1 else g_wide * g_wide
             beta = jnp.asarray(decay).astype(wide)
-            average = (1 - beta) * statistic + beta * m.astype(wide)
-            return average.astype(jnp.promote_types(g.dtype, m.dtype))
+            mean = (1 - beta) * statistic + beta * m.astype(wide)
+            return mean.astype(jnp.promote_types(g.dtype, m.dtype))
 
         new = jax.tree.map(average, updates, buffers["moment"])
         stored = jax.tree.map(lambda m, old: m.astype(old.dtype), new, buffers["moment"])
