@@ -91,6 +91,35 @@ def gradchain_step(tx):
     return step
 
 
+class JaxRun:
+    """A jitted step and the parameters and state it carries from one call to the next."""
+
+    def __init__(self, step, params, state, grads, donates_grads=False):
+        self.step, self.params, self.state, self.grads = step, params, state, grads
+        self.donates_grads = donates_grads
+
+    def __call__(self) -> float:
+        """One step; returns its seconds (a donated gradient is copied before the clock starts)."""
+        grads = jax.block_until_ready(self.grads.copy()) if self.donates_grads else self.grads
+        start = time.perf_counter()
+        self.params, self.state = self.step(self.params, self.state, grads)[:2]
+        jax.block_until_ready((self.params, self.state))
+        return time.perf_counter() - start
+
+
+def torch_run(n, grads):
+    torch.set_num_threads(os.cpu_count() or 1)
+    weight = torch.nn.Parameter(torch.ones(n))
+    weight.grad = torch.from_numpy(jax.device_get(grads).copy())
+    optimizer = torch.optim.Adam([weight], lr=LR, eps=EPS, fused=True)
+
+    def run() -> float:
+        start = time.perf_counter()
+        optimizer.step()
+        return time.perf_counter() - start
+    return run
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=20)
@@ -100,60 +129,35 @@ def main() -> None:
     n = args.size
     grads = jax.random.normal(jax.random.key(1), (n,)) * 1e-2
     tx = gc.adam(LR, eps=EPS)
-    zeros = lambda: jnp.zeros(n)  # noqa: E731
-
-    # name: [step, params, state, grads are donated]
+    kernel_state = lambda: (jnp.zeros(n), jnp.zeros(n), jnp.zeros((), jnp.int32))  # noqa: E731
     runs = {
-        "gradchain (XLA, 3 loops)": [gradchain_step(tx), jnp.ones(n), tx.init(jnp.ones(n)), False],
-        "kernel, drop-in (36 B)": [kernel_drop_in, jnp.ones(n), (zeros(), zeros(), jnp.zeros((), jnp.int32)), True],
-        "kernel, owns p (28 B)": [kernel_owns_params, jnp.ones(n), (zeros(), zeros(), jnp.zeros((), jnp.int32)), False],
+        "gradchain (XLA, 3 loops)": JaxRun(gradchain_step(tx), jnp.ones(n), tx.init(jnp.ones(n)), grads),
+        "kernel, drop-in (36 B)": JaxRun(kernel_drop_in, jnp.ones(n), kernel_state(), grads, donates_grads=True),
+        "kernel, owns p (28 B)": JaxRun(kernel_owns_params, jnp.ones(n), kernel_state(), grads),
     }
-
-    def runner(run):
-        def once() -> float:
-            """One step; returns its seconds (a donated gradient is copied before the clock)."""
-            step, params, state, donates_grads = run
-            g = jax.block_until_ready(grads.copy()) if donates_grads else grads
-            start = time.perf_counter()
-            run[1], run[2] = step(params, state, g)[:2]
-            jax.block_until_ready(run[1:3])
-            return time.perf_counter() - start
-        return once
-
-    runners = {name: runner(run) for name, run in runs.items()}
     if torch is not None:
-        torch.set_num_threads(os.cpu_count() or 1)
-        weight = torch.nn.Parameter(torch.ones(n))
-        weight.grad = torch.from_numpy(jax.device_get(grads).copy())
-        optimizer = torch.optim.Adam([weight], lr=LR, eps=EPS, fused=True)
-
-        def torch_step() -> float:
-            start = time.perf_counter()
-            optimizer.step()
-            return time.perf_counter() - start
-        runners["torch fused"] = torch_step
+        runs["torch fused"] = torch_run(n, grads)
 
     # Numerics first (10 steps from the same start), then timing.
     for _ in range(10):
-        for once in runners.values():
-            once()
-    reference = runs["gradchain (XLA, 3 loops)"][1]
+        for run in runs.values():
+            run()
+    reference = runs["gradchain (XLA, 3 loops)"].params
     for name in ("kernel, drop-in (36 B)", "kernel, owns p (28 B)"):
-        error = jnp.max(jnp.abs(runs[name][1] - reference) / jnp.abs(reference))
+        error = jnp.max(jnp.abs(runs[name].params - reference) / jnp.abs(reference))
         print(f"{name}: after 10 steps, max relative difference from gradchain's p = {float(error):.1e}")
 
-    times = {name: [] for name in runners}
+    times = {name: [] for name in runs}
     for _ in range(args.repeats):
-        for name, once in runners.items():
-            times[name].append(once())
-    flags = os.environ.get("XLA_FLAGS", "")
-    print(f"\njax {jax.__version__}, {n:,} float32, median of {args.repeats}, "
-          f"multi-output fusion {'on' if 'multi_output_fusion' in flags else 'off'}")
+        for name, run in runs.items():
+            times[name].append(run())
+    fusion = "on" if "multi_output_fusion" in os.environ.get("XLA_FLAGS", "") else "off"
+    print(f"\njax {jax.__version__}, {n:,} float32, median of {args.repeats}, multi-output fusion {fusion}")
     peer = statistics.median(times["torch fused"]) if "torch fused" in times else None
     for name, samples in times.items():
-        ms = statistics.median(samples) * 1e3
-        versus = f"{ms / (peer * 1e3):.2f}x torch fused" if peer else ""
-        print(f"{name:28s} {ms:7.2f} ms   {versus}")
+        seconds = statistics.median(samples)
+        versus = f"{seconds / peer:.2f}x torch fused" if peer else ""
+        print(f"{name:28s} {seconds * 1e3:7.2f} ms   {versus}")
 
 
 if __name__ == "__main__":
