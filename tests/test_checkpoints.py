@@ -6,8 +6,6 @@ import textwrap
 
 import chex
 import jax
-import jax.numpy as jnp
-import numpy as np
 import pytest
 
 import gradchain as gc

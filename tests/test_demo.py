@@ -1,7 +1,6 @@
 """The main job, its data and its model: small, fast checks."""
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 

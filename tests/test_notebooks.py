@@ -1,6 +1,5 @@
 """Every notebook runs top to bottom in its small setting (GRADCHAIN_SMALL=1)."""
 
-import os
 import pathlib
 
 import pytest

@@ -1,9 +1,7 @@
 """The tuning recipe's steps on digits with fixed keys, and the search machinery."""
 
-import functools
 import json
 import math
-import os
 import signal
 import subprocess
 import sys
