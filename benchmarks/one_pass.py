@@ -48,10 +48,11 @@ LR, B1, B2, EPS = 1e-3, 0.9, 0.999, 1e-8
 def build_kernels() -> None:
     source = pathlib.Path(__file__).with_name("one_pass_adam.cc")
     library = pathlib.Path(tempfile.mkdtemp()) / "libone_pass_adam.so"
-    subprocess.run(
-        ["g++", "-O3", "-march=native", "-fno-math-errno", "-fopenmp-simd", "-std=c++17",
-         "-shared", "-fPIC", f"-I{jax.ffi.include_dir()}", str(source), "-o", str(library)],
-        check=True, capture_output=True)
+    command = ["g++", "-O3", "-march=native", "-fno-math-errno", "-fopenmp-simd", "-std=c++17",
+               "-shared", "-fPIC", f"-I{jax.ffi.include_dir()}", str(source), "-o", str(library)]
+    built = subprocess.run(command, capture_output=True, text=True)
+    if built.returncode != 0:
+        raise SystemExit(f"building the kernel failed ({' '.join(command)}):\n{built.stderr[-2000:]}")
     loaded = ctypes.cdll.LoadLibrary(str(library))
     for name in ("gc_adam_params", "gc_adam_updates"):
         jax.ffi.register_ffi_target(name, jax.ffi.pycapsule(getattr(loaded, name)), platform="cpu")
