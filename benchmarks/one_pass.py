@@ -36,11 +36,7 @@ import jax
 import jax.numpy as jnp
 
 import gradchain as gc
-
-try:
-    import torch
-except ImportError:
-    torch = None
+from update_step import jax_step, torch, torch_runner
 
 LR, B1, B2, EPS = 1e-3, 0.9, 0.999, 1e-8
 
@@ -84,14 +80,6 @@ def kernel_drop_in(params, state, grads):
     return gc.apply_updates(params, updates), (m, v, count + 1), updates
 
 
-def gradchain_step(tx):
-    @partial(jax.jit, donate_argnums=(0, 1))
-    def step(params, state, grads):
-        updates, state = tx.update(grads, state, params)
-        return gc.apply_updates(params, updates), state
-    return step
-
-
 class JaxRun:
     """A jitted step and the parameters and state it carries from one call to the next."""
 
@@ -108,15 +96,11 @@ class JaxRun:
         return time.perf_counter() - start
 
 
-def torch_run(n, grads):
-    torch.set_num_threads(os.cpu_count() or 1)
-    weight = torch.nn.Parameter(torch.ones(n))
-    weight.grad = torch.from_numpy(jax.device_get(grads).copy())
-    optimizer = torch.optim.Adam([weight], lr=LR, eps=EPS, fused=True)
-
+def timed(step):
+    """``step`` as a run that returns its own seconds, like ``JaxRun``."""
     def run() -> float:
         start = time.perf_counter()
-        optimizer.step()
+        step()
         return time.perf_counter() - start
     return run
 
@@ -132,12 +116,12 @@ def main() -> None:
     tx = gc.adam(LR, eps=EPS)
     kernel_state = lambda: (jnp.zeros(n), jnp.zeros(n), jnp.zeros((), jnp.int32))  # noqa: E731
     runs = {
-        "gradchain (XLA, 3 loops)": JaxRun(gradchain_step(tx), jnp.ones(n), tx.init(jnp.ones(n)), grads),
+        "gradchain (XLA, 3 loops)": JaxRun(jax_step(tx), jnp.ones(n), tx.init(jnp.ones(n)), grads),
         "kernel, drop-in (36 B)": JaxRun(kernel_drop_in, jnp.ones(n), kernel_state(), grads, donates_grads=True),
         "kernel, owns p (28 B)": JaxRun(kernel_owns_params, jnp.ones(n), kernel_state(), grads),
     }
     if torch is not None:
-        runs["torch fused"] = torch_run(n, grads)
+        runs["torch fused"] = timed(torch_runner(("Adam", dict(lr=LR, eps=EPS)), [(n,)], "fused"))
 
     # Numerics first (10 steps from the same start), then timing.
     for _ in range(10):

@@ -52,39 +52,36 @@ struct Hyper {
   }
 };
 
-static ffi::Error AdamParams(ffi::ThreadPool pool, F32 p, F32 g, F32 m, F32 v, F32 h,
-                             F32Out p_out, F32Out m_out, F32Out v_out) {
-  const Hyper k(h);
-  const float *P = p.typed_data(), *G = g.typed_data(), *M = m.typed_data(), *V = v.typed_data();
-  float *Po = p_out->typed_data(), *Mo = m_out->typed_data(), *Vo = v_out->typed_data();
-  ParallelFor(pool, p.element_count(), [=](int64_t lo, int64_t hi) {
+// The one loop of both kernels: new m and v, and out = P + u (with P) or u (without).
+template <bool kAddToParams>
+static void AdamLoop(ffi::ThreadPool& pool, const Hyper& k, int64_t n, const float* P,
+                     const float* G, const float* M, const float* V, float* Out, float* Mo,
+                     float* Vo) {
+  ParallelFor(pool, n, [=](int64_t lo, int64_t hi) {
 #pragma omp simd
     for (int64_t i = lo; i < hi; ++i) {
       const float mi = k.b1 * M[i] + (1.f - k.b1) * G[i];
       const float vi = k.b2 * V[i] + (1.f - k.b2) * G[i] * G[i];
+      const float step = k.step * mi / (std::sqrt(vi) * k.inv_sqrt_bc2 + k.eps);
       Mo[i] = mi;
       Vo[i] = vi;
-      Po[i] = P[i] - k.step * mi / (std::sqrt(vi) * k.inv_sqrt_bc2 + k.eps);
+      Out[i] = kAddToParams ? P[i] - step : -step;
     }
   });
+}
+
+static ffi::Error AdamParams(ffi::ThreadPool pool, F32 p, F32 g, F32 m, F32 v, F32 h,
+                             F32Out p_out, F32Out m_out, F32Out v_out) {
+  AdamLoop<true>(pool, Hyper(h), p.element_count(), p.typed_data(), g.typed_data(),
+                 m.typed_data(), v.typed_data(), p_out->typed_data(), m_out->typed_data(),
+                 v_out->typed_data());
   return ffi::Error::Success();
 }
 
 static ffi::Error AdamUpdates(ffi::ThreadPool pool, F32 g, F32 m, F32 v, F32 h,
                               F32Out u_out, F32Out m_out, F32Out v_out) {
-  const Hyper k(h);
-  const float *G = g.typed_data(), *M = m.typed_data(), *V = v.typed_data();
-  float *Uo = u_out->typed_data(), *Mo = m_out->typed_data(), *Vo = v_out->typed_data();
-  ParallelFor(pool, g.element_count(), [=](int64_t lo, int64_t hi) {
-#pragma omp simd
-    for (int64_t i = lo; i < hi; ++i) {
-      const float mi = k.b1 * M[i] + (1.f - k.b1) * G[i];
-      const float vi = k.b2 * V[i] + (1.f - k.b2) * G[i] * G[i];
-      Mo[i] = mi;
-      Vo[i] = vi;
-      Uo[i] = -k.step * mi / (std::sqrt(vi) * k.inv_sqrt_bc2 + k.eps);
-    }
-  });
+  AdamLoop<false>(pool, Hyper(h), g.element_count(), nullptr, g.typed_data(), m.typed_data(),
+                  v.typed_data(), u_out->typed_data(), m_out->typed_data(), v_out->typed_data());
   return ffi::Error::Success();
 }
 
