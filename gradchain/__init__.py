@@ -3,6 +3,7 @@
 from gradchain.core import (
     EmptyState,
     GradientTransformation,
+    GradientTransformationExtraArgs,
     OptState,
     Params,
     Updates,

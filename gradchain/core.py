@@ -17,6 +17,7 @@ The pair is structurally the same as Optax's ``GradientTransformation`` (a ``Nam
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from typing import Any, NamedTuple, Protocol
 
@@ -43,6 +44,33 @@ class GradientTransformation(NamedTuple):
 
     init: InitFn
     update: UpdateFn
+
+
+class GradientTransformationExtraArgs(GradientTransformation):
+    """A transformation whose ``update`` takes keyword arguments beyond ``params``.
+
+    ``update(updates, state, params=None, **extra_args)``: the extra arguments carry what a step
+    needs besides the gradient (a loss ``value=`` for a plateau schedule, curvature statistics for
+    K-FAC).  :func:`chain` forwards them, as ``optax.chain`` does for Optax's class of this name.
+    """
+
+
+def accepted_extra_args(update: Any, extra_args: dict[str, Any]) -> dict[str, Any]:
+    """The subset of ``extra_args`` that ``update`` accepts by its signature.
+
+    An ``update`` with ``**kwargs`` receives them all; one with named keyword parameters receives
+    those; a plain ``update(updates, state, params=None)`` receives none (it never asked for them).
+    """
+    if not extra_args:
+        return {}
+    try:
+        parameters = inspect.signature(update).parameters.values()
+    except (TypeError, ValueError):  # a builtin or C callable: assume the plain protocol
+        return {}
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+        return dict(extra_args)
+    names = {p.name for p in parameters if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
+    return {k: v for k, v in extra_args.items() if k in names}
 
 
 class EmptyState(NamedTuple):
@@ -72,18 +100,21 @@ def _check_transformations(name: str, transforms: Sequence[Any]) -> None:
             )
 
 
-def chain(*transforms: GradientTransformation) -> GradientTransformation:
+def chain(*transforms: GradientTransformation) -> GradientTransformationExtraArgs:
     """Apply ``transforms`` in sequence: the output updates of one are the input of the next.
 
     The state is the tuple of the inner states, as in ``optax.chain``, so a gradchain chain and an
-    Optax chain hold the same state for the same transformations.
+    Optax chain hold the same state for the same transformations.  Keyword arguments given to
+    ``update`` beyond ``params`` (``value=`` for ``optax.contrib.reduce_on_plateau``, curvature
+    statistics for K-FAC) reach every inner transformation whose ``update`` accepts them by name
+    or through ``**kwargs``; the others never see them (see :func:`accepted_extra_args`).
     """
     _check_transformations("transforms", transforms)
 
     def init(params):
         return tuple(tx.init(params) for tx in transforms)
 
-    def update(updates, state, params=None):
+    def update(updates, state, params=None, **extra_args):
         if not isinstance(state, tuple) or len(state) != len(transforms):
             raise ValueError(
                 f"state does not belong to this chain of {len(transforms)} transformations: "
@@ -91,11 +122,11 @@ def chain(*transforms: GradientTransformation) -> GradientTransformation:
             )
         new_states = []
         for tx, s in zip(transforms, state):
-            updates, s = tx.update(updates, s, params)
+            updates, s = tx.update(updates, s, params, **accepted_extra_args(tx.update, extra_args))
             new_states.append(s)
         return updates, tuple(new_states)
 
-    return GradientTransformation(init, update)
+    return GradientTransformationExtraArgs(init, update)
 
 
 def apply_updates(params: Params, updates: Updates) -> Params:

@@ -115,3 +115,31 @@ def test_flax_nnx_optimizer_accepts_a_gradchain_optimizer():
     for _ in range(300):
         step(model, optimizer)
     assert float(loss(model)) < 1e-3
+
+
+def test_chain_forwards_extra_args_to_the_transforms_that_take_them():
+    # optax.contrib.reduce_on_plateau needs `value=`; gc.scale never sees it.  Reference: optax.chain.
+    plateau = optax.contrib.reduce_on_plateau(patience=1, factor=0.5, accumulation_size=1)
+    ours, theirs = gc.chain(gc.scale(2.0), plateau), optax.chain(optax.scale(2.0), plateau)
+    assert isinstance(ours, gc.GradientTransformationExtraArgs)
+    s_ours, s_theirs = ours.init(PARAMS), theirs.init(PARAMS)
+    for _ in range(4):  # a constant loss: the scale halves once patience runs out
+        out, s_ours = jax.jit(ours.update)(GRADS, s_ours, PARAMS, value=jnp.float32(1.0))
+        ref, s_theirs = theirs.update(GRADS, s_theirs, PARAMS, value=jnp.float32(1.0))
+        chex.assert_trees_all_close(out, ref)
+    chex.assert_trees_all_close(out, jax.tree.map(lambda g: 0.25 * g, GRADS))
+
+
+def test_chain_extra_args_by_name_and_by_kwargs():
+    seen = {}
+
+    def named(extra_name):
+        def update(updates, state, params=None, *, stats=None):
+            seen[extra_name] = stats
+            return updates, state
+
+        return gc.GradientTransformationExtraArgs(lambda p: gc.EmptyState(), update)
+
+    tx = gc.chain(gc.identity(), named("a"), gc.chain(named("b")))
+    tx.update(GRADS, tx.init(PARAMS), stats=3, unused=4)
+    assert seen == {"a": 3, "b": 3}
