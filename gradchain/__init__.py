@@ -18,6 +18,8 @@ from gradchain.schedules import *  # noqa: F403 - the schedules are part of the 
 from gradchain.second_order import *  # noqa: F403 - minimize, line searches, Newton, BFGS, L-BFGS
 from gradchain.regularizers import *  # noqa: F403 - dropout, batch norm, mixup, ... (PRNG-keyed)
 from gradchain.transforms import *  # noqa: F403 - the transforms are part of the public surface
+from gradchain.protocol import Model, Trainable, from_function, supervised
+from gradchain import adapters  # a namespace: gc.adapters.from_nnx / from_linen / from_equinox
 from gradchain import augment  # a namespace: its names (resize, compose, batch, ...) are generic
 from gradchain import flat  # a namespace: gc.flat.ravel
 

@@ -1,5 +1,6 @@
 """Gradient transformations, one file per family."""
 
+from gradchain.transforms.accumulate import AccumulateState, accumulate_gradients
 from gradchain.transforms.adaptive import (
     accumulate_squares,
     bias_correction,
@@ -22,6 +23,8 @@ from gradchain.transforms.scaling import scale, scale_by_learning_rate
 from gradchain.transforms.wrappers import MaskedNode, apply_if_finite, decay_mask, masked
 
 __all__ = [
+    "AccumulateState",
+    "accumulate_gradients",
     "MaskedNode",
     "accumulate_squares",
     "add_decayed_weights",

@@ -11,17 +11,20 @@ class _Silent:
         pass
 
 
+def wants_progress(enable: bool | None) -> bool:
+    """``None``: a bar only when stderr is a terminal."""
+    return sys.stderr.isatty() if enable is None else bool(enable)
+
+
 @contextlib.contextmanager
-def progress_bar(total: int, desc: str, enable: bool | None = None):
-    """``enable=None``: show a bar only when stderr is a terminal and tqdm is installed."""
-    if enable is None:
-        enable = sys.stderr.isatty()
+def progress_bar(total: int, desc: str, enable: bool | None = None, unit: str = "it"):
+    """A tqdm bar (with its rate and ETA) when wanted and tqdm is installed, else a silent one."""
     bar = None
-    if enable:
+    if wants_progress(enable):
         try:
             from tqdm.auto import tqdm
 
-            bar = tqdm(total=total, desc=desc, leave=False)
+            bar = tqdm(total=total, desc=desc, leave=False, unit=unit)
         except ImportError:
             bar = None
     try:

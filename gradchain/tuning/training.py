@@ -1,15 +1,25 @@
 """One training run as a pure function, and a population of runs as one compiled program.
 
-A run is ``fit(config, key) -> RunResult``: ``config`` is a dict of hyperparameters (scalars,
-possibly traced), ``key`` the run's randomness (initialisation, minibatch order).  Because it is
-pure, a population of K configurations is ``vmap(fit)`` (or ``lax.map(fit)``) over stacked
-configs and keys: one program, one compile, and on several devices the population axis is sharded
-across them with ``jax.sharding``.
+A run is ``fit(config, key) -> RunResult`` built by :func:`make_fit` from a
+:class:`gradchain.Trainable` (model, loss, metrics; see :mod:`gradchain.protocol`), an
+optimizer factory ``make_optimizer(config)`` and the data.  ``config`` is a dict of
+hyperparameters: any of them may be a traced scalar — the learning rate, weight decay, a dropout
+rate the model reads, an augmentation strength, a gradient-accumulation factor — so a population
+of K configurations is ``vmap(fit)`` over stacked configs and keys: one program, one compile, and
+on several devices the population axis is sharded across them.
+
+Inside a run: minibatches drawn without replacement epoch by epoch from the run's key, each step
+with its own key (dropout masks, augmentation draws), the model state (batch-norm statistics)
+carried along, and every ``eval_every`` steps an evaluation on the test-time path of the
+training and validation splits; the best snapshot by the ``select`` metric is kept
+(:class:`EarlyStopping`).  The run is a scan of chunks of ``eval_every`` steps;
+:func:`train_population` drives the chunks from the host when a progress bar is shown.
 """
 
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
@@ -17,14 +27,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gradchain import flat as flat_params
 from gradchain.core import GradientTransformation, apply_updates
 from gradchain.data import Split
-from gradchain.models import accuracy, cross_entropy
+from gradchain.protocol import Trainable, from_function, supervised
 from gradchain.tuning.early_stopping import EarlyStopping
 
 
 class Task(NamedTuple):
-    """What to train: ``init(key) -> params``, ``apply(params, x) -> logits``, and the data."""
+    """The simplest trainable: ``init(key) -> params``, ``apply(params, x) -> logits``, the data.
+
+    Trained with softmax cross-entropy and reported with accuracy; :func:`make_fit` accepts it in
+    place of a :class:`gradchain.Trainable` and its data.
+    """
 
     init: Callable[[jax.Array], Any]
     apply: Callable[[Any, jax.Array], jax.Array]
@@ -34,87 +49,268 @@ class Task(NamedTuple):
     def num_classes(self) -> int:
         return int(jnp.max(self.data.y_train)) + 1
 
+    def trainable(self) -> Trainable:
+        return supervised(from_function(self.init, self.apply), "cross_entropy", num_classes=self.num_classes)
+
 
 class RunResult(NamedTuple):
-    params: Any  # the best snapshot (by validation accuracy) when evaluating, else the last
+    params: Any  # the best snapshot by the `select` metric when evaluating, else the last
+    model_state: Any  # the model state of that snapshot (batch-norm statistics), () if none
     losses: jax.Array  # [steps] training loss of each minibatch
-    train_acc: jax.Array  # [evals] on the whole training split
-    val_acc: jax.Array  # [evals]
-    val_loss: jax.Array  # [evals]
+    metrics: dict[str, jax.Array]  # "train_<m>" and "val_<m>" for each metric m, [evals]
     best_step: jax.Array  # step of the snapshot in `params`
+
+    @property
+    def train_acc(self) -> jax.Array:
+        return self.metrics["train_accuracy"]
+
+    @property
+    def val_acc(self) -> jax.Array:
+        return self.metrics["val_accuracy"]
+
+    @property
+    def val_loss(self) -> jax.Array:
+        return self.metrics["val_loss"]
+
+
+class _Carry(NamedTuple):
+    params: Any
+    model_state: Any
+    opt_state: Any
+    stop: Any
+    chunk: jax.Array
+
+
+class _Reads(Mapping):
+    """A read-only view of a config that records which keys were read while tracing."""
+
+    def __init__(self, config: Mapping[str, Any], reads: set[str]):
+        self._config, self._reads = config, reads
+
+    def __getitem__(self, name):
+        self._reads.add(name)
+        return self._config[name]
+
+    def __iter__(self):
+        return iter(self._config)
+
+    def __len__(self):
+        return len(self._config)
+
+
+def check_data(data: Any) -> Split:
+    """``data`` as a :class:`Split` of arrays with matching lengths, or a clear error."""
+    if not (isinstance(data, tuple) and len(data) == 4):
+        raise TypeError(f"data must be a gradchain.data.Split(x_train, y_train, x_val, y_val), got {type(data).__name__}")
+    data = Split(*data)
+    lengths = {name: len(jax.tree.leaves(value)[0]) for name, value in data._asdict().items()}
+    if lengths["x_train"] != lengths["y_train"] or lengths["x_val"] != lengths["y_val"]:
+        raise ValueError(f"data arrays of different lengths: {lengths}; x and y of a split must have one row per example")
+    if lengths["x_train"] == 0 or lengths["x_val"] == 0:
+        raise ValueError(f"data splits must not be empty, got lengths {lengths}")
+    return data
+
+
+class Fit:
+    """The pure run ``fit(config, key) -> RunResult`` (see :func:`make_fit`)."""
+
+    def __init__(self, trainable, make_optimizer, data, *, steps, batch_size, eval_every, patience,
+                 select, mode, data_fraction, flat, eval_batch_size):
+        self.trainable, self.make_optimizer = trainable, make_optimizer
+        self.steps, self.eval_every, self.patience = steps, eval_every, patience
+        self.select, self.mode, self.flat = select, mode, flat
+        self.eval_batch_size = eval_batch_size
+        self.num_chunks = steps // eval_every
+        n = max(1, int(round(len(data.y_train) * data_fraction)))
+        self.x_train = jax.tree.map(lambda a: a[:n], data.x_train)
+        self.y_train = data.y_train[:n]
+        self.x_val, self.y_val = data.x_val, data.y_val
+        self.n = n
+        self.batch_size = min(batch_size, n)
+        self.per_epoch = n // self.batch_size
+        self.epochs = -(-steps // self.per_epoch)
+        self.stopper = EarlyStopping(mode=mode, patience=patience)
+        self.layout = None
+        if flat:  # the layout from the shapes alone, computed once outside any trace
+            shapes, _ = jax.eval_shape(trainable.init, jax.random.PRNGKey(0))
+            self.layout = flat_params.ravel(jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), shapes))[1]
+        self.reads: set[str] = set()
+        self._checked: set[frozenset[str]] = set()
+
+    # -- pieces -----------------------------------------------------------------------------
+
+    def _evaluate(self, params, state, x, y, config):
+        """Size-weighted mean of ``evaluate`` over the split, in chunks of ``eval_batch_size``."""
+        n = len(y)
+        b = min(self.eval_batch_size, n)
+        full = n // b
+        evaluate = lambda xs, ys: self.trainable.evaluate(params, state, (xs, ys), config)
+        take = lambda a, lo, hi: jax.tree.map(lambda v: v[lo:hi], a)
+        chunks = jax.tree.map(lambda v: v[: full * b].reshape((full, b) + v.shape[1:]), (x, y))
+        means = jax.lax.map(lambda c: evaluate(*c), chunks)
+        total = jax.tree.map(lambda m: jnp.sum(m, 0) * b, means)
+        if n > full * b:
+            rest = evaluate(take(x, full * b, n), take(y, full * b, n))
+            total = jax.tree.map(lambda t, r: t + r * (n - full * b), total, rest)
+        return jax.tree.map(lambda t: t / n, total)
+
+    def _metrics(self, params, state, config):
+        train = self._evaluate(params, state, self.x_train, self.y_train, config)
+        val = self._evaluate(params, state, self.x_val, self.y_val, config)
+        metrics = {f"train_{k}": v for k, v in train.items()} | {f"val_{k}": v for k, v in val.items()}
+        if self.select not in metrics:
+            raise ValueError(f"select={self.select!r} is not a metric the evaluation produces; "
+                             f"it produces {sorted(metrics)}")
+        return metrics
+
+    def _tree(self, params):
+        return params if self.layout is None else self.layout.unravel(params)
+
+    def _batches(self, key):
+        orders = jax.vmap(lambda k: jax.random.permutation(k, self.n))(jax.random.split(key, self.epochs))
+        batches = orders[:, : self.per_epoch * self.batch_size].reshape(-1, self.batch_size)[: self.steps]
+        return batches.reshape(self.num_chunks, self.eval_every, self.batch_size)
+
+    # -- the run ----------------------------------------------------------------------------
+
+    def start(self, config, key):
+        """The carry before the first step: ``(carry, context)``."""
+        config = _Reads(config, self.reads)
+        init_key, data_key, step_key = jax.random.split(key, 3)
+        params, model_state = self.trainable.init(init_key)
+        if self.layout is not None:
+            params = self.layout.ravel(params)
+        tx = self._optimizer(config)
+        carry = _Carry(params, model_state, tx.init(params), self.stopper.init((params, model_state)), jnp.int32(0))
+        return carry, (self._batches(data_key), step_key)
+
+    def _optimizer(self, config) -> GradientTransformation:
+        tx = self.make_optimizer(config)
+        if not (callable(getattr(tx, "init", None)) and callable(getattr(tx, "update", None))):
+            raise TypeError(f"make_optimizer(config) must return a gradient transformation, got {tx!r}")
+        return tx
+
+    def chunk(self, config, carry: _Carry, context):
+        """``eval_every`` steps, then one evaluation: ``(carry, (losses, metrics))``."""
+        config = _Reads(config, self.reads)
+        batches, step_key = context
+        tx = self._optimizer(config)
+        loss_fn = self.trainable.loss
+
+        def step(inner, xs):
+            params, model_state, opt_state = inner
+            i, idx = xs
+            batch = (jax.tree.map(lambda a: a[idx], self.x_train), self.y_train[idx])
+            key = jax.random.fold_in(step_key, i)
+
+            def objective(p):
+                return loss_fn(self._tree(p), model_state, batch, key, config)
+
+            (loss, (model_state, _)), grads = jax.value_and_grad(objective, has_aux=True)(params)
+            if jnp.ndim(loss) != 0:
+                raise ValueError(f"the loss must return a scalar, got shape {jnp.shape(loss)}")
+            updates, opt_state = tx.update(grads, opt_state, params)
+            return (apply_updates(params, updates), model_state, opt_state), loss
+
+        first = carry.chunk * self.eval_every
+        indices = first + jnp.arange(self.eval_every)
+        chunk_batches = jax.lax.dynamic_index_in_dim(batches, carry.chunk, keepdims=False)
+        (params, model_state, opt_state), losses = jax.lax.scan(
+            step, (carry.params, carry.model_state, carry.opt_state), (indices, chunk_batches))
+        metrics = self._metrics(self._tree(params), model_state, config)
+        stop = self.stopper.update(carry.stop, metrics[self.select], (params, model_state), first + self.eval_every)
+        return _Carry(params, model_state, opt_state, stop, carry.chunk + 1), (losses, metrics)
+
+    def result(self, carry: _Carry, losses, metrics) -> RunResult:
+        """The run's result from the last carry and the stacked chunk outputs."""
+        best_params, best_state = carry.stop.best_params if self.patience is not None else (carry.params, carry.model_state)
+        return RunResult(self._tree(best_params), best_state, losses.reshape(-1), metrics, carry.stop.best_step)
+
+    def __call__(self, config, key) -> RunResult:
+        carry, context = self.start(config, key)
+
+        def body(carry, _):
+            return self.chunk(config, carry, context)
+
+        carry, (losses, metrics) = jax.lax.scan(body, carry, None, length=self.num_chunks)
+        return self.result(carry, losses, metrics)
+
+    def check_config(self, config: Mapping[str, Any], key: jax.Array) -> None:
+        """Trace one run and raise if a config key is never read by the model, loss or optimizer."""
+        names = frozenset(config)
+        if names in self._checked:
+            return
+        self.reads.clear()
+        jax.eval_shape(self, dict(config), key)
+        unread = sorted(set(config) - self.reads)
+        if unread:
+            raise ValueError(f"config keys {unread} are never read by the model, the loss, the augmentation or "
+                             f"make_optimizer (they read {sorted(self.reads)}); a typo, or a hyperparameter "
+                             "the model does not use (bind= / config= in gradchain.adapters)")
+        self._checked.add(names)
 
 
 def make_fit(
-    task: Task,
+    trainable: Trainable | Task,
     make_optimizer: Callable[[Mapping[str, jax.Array]], GradientTransformation],
+    data: Split | None = None,
     *,
     steps: int,
     batch_size: int = 64,
     eval_every: int | None = None,
     patience: int | None = None,
+    select: str = "val_accuracy",
+    mode: str = "max",
     data_fraction: float = 1.0,
-) -> Callable[[Mapping[str, jax.Array], jax.Array], RunResult]:
-    """Build the pure training run ``fit(config, key)``.
+    flat: bool = False,
+    eval_batch_size: int = 1024,
+) -> Fit:
+    """Build the pure training run ``fit(config, key) -> RunResult``.
 
-    Minibatches are drawn without replacement, epoch by epoch, from ``key``.  Every
-    ``eval_every`` steps (default: once, at the end) the run measures training and validation
-    accuracy; with ``patience`` the best snapshot by validation accuracy is kept
-    (:class:`EarlyStopping`) and returned.  ``data_fraction`` < 1 trains on that leading share of
-    the training split (the "overfit a small sample" check).
+    Args:
+      trainable: a :class:`gradchain.Trainable` (:func:`gradchain.supervised` of a model), or a
+        :class:`Task` (which brings its data).
+      make_optimizer: ``config -> GradientTransformation``; wrap it in
+        :func:`gradchain.accumulate_gradients` for a batch-size multiplier.
+      data: a :class:`gradchain.data.Split` (arrays held on the device, indexed inside the scan).
+      steps: optimizer steps (micro-batches when accumulating).
+      batch_size: examples per step, drawn without replacement epoch by epoch.
+      eval_every: steps between evaluations (a divisor of ``steps``; default: once, at the end).
+      patience: with a value, keep the best snapshot by ``select`` (:class:`EarlyStopping`).
+      select: the metric that decides the best snapshot, e.g. ``"val_accuracy"``, ``"val_loss"``.
+      mode: ``"max"`` or ``"min"`` for ``select``.
+      data_fraction: train on that leading share of the training split (the overfit check).
+      flat: keep the parameters in flat buffers inside the run (:mod:`gradchain.flat`): far fewer
+        kernels for trees of many leaves.  The optimizer then sees one buffer per dtype, so a
+        per-leaf ``mask`` (``decay_mask``) must be expressed per buffer.
+      eval_batch_size: evaluation runs in chunks of this many examples.
     """
-    for name, value in (("steps", steps), ("batch_size", batch_size)):
-        if not isinstance(value, int) or value <= 0:
+    if isinstance(trainable, Task):
+        data = trainable.data if data is None else data
+        trainable = trainable.trainable()
+    if not isinstance(trainable, Trainable):
+        raise TypeError(f"trainable must be a gradchain.Trainable (gradchain.supervised(model, ...)) or a Task, "
+                        f"got {type(trainable).__name__}")
+    if data is None:
+        raise ValueError("data is required: a gradchain.data.Split(x_train, y_train, x_val, y_val)")
+    data = check_data(data)
+    if not callable(make_optimizer):
+        raise TypeError(f"make_optimizer must be a function config -> GradientTransformation, got {make_optimizer!r}")
+    for name, value in (("steps", steps), ("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
+        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
             raise ValueError(f"{name} must be a positive int, got {value!r}")
     eval_every = steps if eval_every is None else eval_every
     if not isinstance(eval_every, int) or not 0 < eval_every <= steps or steps % eval_every:
         raise ValueError(f"eval_every must be a positive divisor of steps={steps}, got {eval_every!r}")
-    x_train, y_train = task.data.x_train, task.data.y_train
-    n = max(1, int(round(len(y_train) * data_fraction)))
-    x_train, y_train = x_train[:n], y_train[:n]
-    batch_size = min(batch_size, n)
-    per_epoch = n // batch_size
-    epochs = -(-steps // per_epoch)
-
-    def loss_fn(params, x, y):
-        return cross_entropy(task.apply(params, x), y)
-
-    def metrics(params):
-        train_logits = task.apply(params, x_train)
-        val_logits = task.apply(params, task.data.x_val)
-        return (
-            accuracy(train_logits, y_train),
-            accuracy(val_logits, task.data.y_val),
-            cross_entropy(val_logits, task.data.y_val),
-        )
-
-    def fit(config, key):
-        init_key, data_key = jax.random.split(key)
-        params = task.init(init_key)
-        tx = make_optimizer(config)
-        orders = jax.vmap(lambda k: jax.random.permutation(k, n))(jax.random.split(data_key, epochs))
-        batches = orders[:, : per_epoch * batch_size].reshape(-1, batch_size)[:steps]
-        batches = batches.reshape(steps // eval_every, eval_every, batch_size)
-        stopper = EarlyStopping(mode="max", patience=patience)
-
-        def step(carry, idx):
-            p, s = carry
-            loss, grads = jax.value_and_grad(loss_fn)(p, x_train[idx], y_train[idx])
-            updates, s = tx.update(grads, s, p)
-            return (apply_updates(p, updates), s), loss
-
-        def chunk(carry, chunk_batches):
-            p, s, stop_state, i = carry
-            (p, s), losses = jax.lax.scan(step, (p, s), chunk_batches)
-            m = metrics(p)
-            stop_state = stopper.update(stop_state, m[1], p, (i + 1) * eval_every)
-            return (p, s, stop_state, i + 1), (losses, m)
-
-        carry = (params, tx.init(params), stopper.init(params), 0)
-        (last, _, stop_state, _), (losses, (train_acc, val_acc, val_loss)) = jax.lax.scan(chunk, carry, batches)
-        best = stop_state.best_params if patience is not None else last
-        return RunResult(best, losses.reshape(-1), train_acc, val_acc, val_loss, stop_state.best_step)
-
-    return fit
+    if mode not in ("max", "min"):
+        raise ValueError(f"mode must be 'max' or 'min', got {mode!r}")
+    if not 0.0 < data_fraction <= 1.0:
+        raise ValueError(f"data_fraction must be in (0, 1], got {data_fraction!r}")
+    if trainable.num_classes is None and jnp.issubdtype(data.y_train.dtype, jnp.integer):
+        trainable = trainable._replace(num_classes=int(jnp.max(data.y_train)) + 1)
+    return Fit(trainable, make_optimizer, data, steps=steps, batch_size=batch_size, eval_every=eval_every,
+               patience=patience, select=select, mode=mode, data_fraction=data_fraction, flat=flat,
+               eval_batch_size=eval_batch_size)
 
 
 def stack_configs(configs: list[Mapping[str, float]]) -> dict[str, jax.Array]:
@@ -128,7 +324,7 @@ def stack_configs(configs: list[Mapping[str, float]]) -> dict[str, jax.Array]:
     return {name: jnp.asarray([float(c[name]) for c in configs], jnp.float32) for name in sorted(names)}
 
 
-def choose_strategy(task: Task, batch_size: int) -> str:
+def choose_strategy(task: Task | Fit | Trainable, batch_size: int) -> str:
     """``"vmap"`` or ``"sequential"`` for a population on the current backend.
 
     Batching K runs with ``vmap`` turns every matmul into a batched one.  On accelerators that is
@@ -139,8 +335,9 @@ def choose_strategy(task: Task, batch_size: int) -> str:
     """
     if jax.default_backend() != "cpu":
         return "vmap"
-    params = jax.eval_shape(task.init, jax.random.PRNGKey(0))
-    weights = sum(int(np.prod(p.shape)) for p in jax.tree.leaves(params))
+    init = task.trainable.init if isinstance(task, Fit) else task.init
+    params = jax.eval_shape(init, jax.random.PRNGKey(0))
+    weights = sum(math.prod(p.shape) for p in jax.tree.leaves(params))
     return "vmap" if weights * batch_size <= 1_000_000 else "sequential"
 
 
@@ -150,13 +347,17 @@ def train_population(
     keys: jax.Array,
     *,
     strategy: str = "vmap",
+    progress: bool | None = None,
+    desc: str = "training",
 ) -> RunResult:
     """Train one run per (config, key) pair in one compiled program; results gain a leading axis.
 
     ``strategy``: ``"vmap"`` (batched), ``"map"`` (members one after another inside one program)
     or ``"sequential"`` (one compiled single-run program called per member); see
     :func:`choose_strategy`.  With several devices and a population divisible by their number,
-    the population axis is sharded across devices.
+    the population axis is sharded across devices.  ``progress`` (default: on a terminal) shows a
+    bar that advances with every evaluation chunk, the chunks then being driven from the host.
+    A :class:`Fit` first checks that every config key is read by the run.
     """
     sizes = {name: jnp.shape(v)[0] if jnp.ndim(v) else None for name, v in configs.items()}
     k = len(keys)
@@ -165,18 +366,54 @@ def train_population(
         raise ValueError(f"every config array must have one entry per key ({k}), got sizes {bad}")
     if strategy not in ("vmap", "map", "sequential"):
         raise ValueError(f"strategy must be 'vmap', 'map' or 'sequential', got {strategy!r}")
+    configs = dict(configs)
+    if isinstance(fit, Fit):
+        fit.check_config({name: v[0] for name, v in configs.items()}, keys[0])
     devices = jax.devices()
     if len(devices) > 1 and k % len(devices) == 0:
         mesh = jax.sharding.Mesh(np.array(devices), ("population",))
         sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("population"))
-        configs, keys = jax.device_put((dict(configs), keys), sharding)
+        configs, keys = jax.device_put((configs, keys), sharding)
+    from gradchain.tuning.progress import progress_bar, wants_progress
+
+    if isinstance(fit, Fit) and wants_progress(progress):
+        with progress_bar(total=fit.num_chunks * k, desc=desc, enable=True, unit="chunk") as bar:
+            if strategy == "sequential":
+                runs = [_driven(fit, {n: v[i] for n, v in configs.items()}, keys[i], False, bar, 1) for i in range(k)]
+                return jax.tree.map(lambda *xs: jnp.stack(xs), *runs)
+            return _driven(fit, configs, keys, strategy, bar, k)
     if strategy == "vmap":
-        return _vmapped(fit)(dict(configs), keys)
+        return _vmapped(fit)(configs, keys)
     if strategy == "map":
-        return _mapped(fit)(dict(configs), keys)
+        return _mapped(fit)(configs, keys)
     single = _single(fit)
     runs = [single({name: v[i] for name, v in configs.items()}, keys[i]) for i in range(k)]
     return jax.tree.map(lambda *xs: jnp.stack(xs), *runs)
+
+
+def _driven(fit: Fit, configs, keys, strategy, bar, step) -> RunResult:
+    """The run's chunks called one by one from the host (same numbers as the scanned run)."""
+    start, chunk, result = _chunked(fit, strategy)
+    carry, context = start(configs, keys)
+    outputs = []
+    for _ in range(fit.num_chunks):
+        carry, out = chunk(configs, carry, context)
+        jax.block_until_ready(out)
+        outputs.append(out)
+        bar.update(step)
+    axis = 0 if not strategy else 1
+    losses, metrics = jax.tree.map(lambda *xs: jnp.stack(xs, axis=axis), *outputs)
+    return result(carry, losses, metrics)
+
+
+@functools.lru_cache(maxsize=64)
+def _chunked(fit: Fit, strategy):
+    wrap = (lambda f: f) if not strategy else jax.vmap if strategy == "vmap" else _lax_map
+    return (jax.jit(wrap(fit.start)), jax.jit(wrap(fit.chunk)), jax.jit(wrap(fit.result)))
+
+
+def _lax_map(f):
+    return lambda *args: jax.lax.map(lambda a: f(*a), args)
 
 
 @functools.lru_cache(maxsize=64)
