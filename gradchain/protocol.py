@@ -28,7 +28,7 @@ populations, search, the LR finder and the recipe (:mod:`gradchain.tuning`) take
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
 import jax
@@ -162,8 +162,12 @@ def supervised(
             raise TypeError(f"{name} must be callable or None, got {fn!r}")
 
     def mean_loss(output, target):
-        value = jnp.mean(loss_fn(output, target))
-        return value
+        values = loss_fn(output, target)
+        batch = jax.tree.leaves(output)[0].shape[0]
+        if jnp.ndim(values) > 1 or (jnp.ndim(values) == 1 and jnp.shape(values)[0] != batch):
+            raise ValueError(f"loss must return one value per example or their mean: expected shape ({batch},) "
+                             f"or (), got shape {jnp.shape(values)}")
+        return jnp.mean(values)
 
     def train_loss(params, state, batch, key, config):
         x, y = batch
@@ -172,8 +176,6 @@ def supervised(
             x, y = augment(augment_key, x, y, config)
         output, state = model.apply(params, state, x, key=model_key, train=True, config=config)
         data_loss = mean_loss(output, y)
-        if jnp.ndim(data_loss) != 0:
-            raise ValueError(f"loss must return one value per example or their mean, got shape {jnp.shape(data_loss)}")
         total = data_loss if penalty is None else data_loss + penalty(params, config)
         return total, (state, {"data_loss": data_loss})
 
@@ -185,8 +187,6 @@ def supervised(
             out[name] = jnp.mean(fn(output, y))
         return out
 
-    if num_classes is None and loss in _CLASSIFICATION:
-        num_classes = None  # known only from the data; make_fit fills it in
     return Trainable(model.init, train_loss, evaluate, num_classes)
 
 
@@ -241,10 +241,3 @@ def from_function(init: Callable[[jax.Array], Any], apply: Callable[..., Any], *
         return call_with_accepted(apply, params, state, x, **extra)
 
     return Model(model_init, model_apply)
-
-
-def split_batches(x: Any, size: int) -> Iterator[Any]:  # pragma: no cover - small helper for users
-    """Consecutive slices of ``size`` along the first axis (the last one may be shorter)."""
-    n = jax.tree.leaves(x)[0].shape[0]
-    for start in range(0, n, size):
-        yield jax.tree.map(lambda a: a[start : start + size], x)

@@ -53,7 +53,7 @@ def from_nnx(module_or_factory: Any, *, bind: Bind | None = None) -> Model:
 
     def apply(params, state, x, *, key=None, train=False, config=None):
         rng_state, rest = state
-        module = nnx.merge(graphdef, params, rng_state, rest)
+        module = nnx.merge(graphdef, params, rng_state, rest, copy=True)  # fresh Variables in this trace
         config = {} if config is None else config
         for name, value in bound_values(bind, config, "from_nnx").items():
             for path in bind[name]:
@@ -83,8 +83,8 @@ def _reseed(module: Any, key: jax.Array) -> None:
     streams = [node for _, node in nnx.iter_graph(module) if isinstance(node, nnx.RngStream)]
     for i, stream in enumerate(streams):
         new = jax.random.fold_in(key, i)
-        old = stream.key.value
+        old = stream.key.get_value()
         if jax.dtypes.issubdtype(old.dtype, jax.dtypes.prng_key) and not jax.dtypes.issubdtype(new.dtype, jax.dtypes.prng_key):
             new = jax.random.wrap_key_data(new)
-        stream.key.value = new
-        stream.count.value = jax.numpy.zeros_like(stream.count.value)
+        stream.key.set_value(new)
+        stream.count.set_value(jax.numpy.zeros_like(stream.count.get_value()))

@@ -17,6 +17,7 @@ import flax.linen as nn  # the Flax library (absolute import)
 import jax
 import jax.numpy as jnp
 
+from gradchain.hyper import is_zero
 from gradchain.regularizers import (
     BatchNormState,
     batch_norm,
@@ -42,7 +43,7 @@ class Dropout(nn.Module):
     @nn.compact
     def __call__(self, x, deterministic: bool | None = None):
         det = nn.merge_param("deterministic", self.deterministic, deterministic)
-        key = None if det or self.rate == 0 else self.make_rng(self.rng_collection)
+        key = None if det or is_zero(self.rate) else self.make_rng(self.rng_collection)
         return dropout(
             key, x, self.rate, deterministic=det, inverted=self.inverted, broadcast_dims=tuple(self.broadcast_dims)
         )

@@ -33,6 +33,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx  # the Flax library (absolute import), not this module
 
+from gradchain.hyper import is_zero
 from gradchain.regularizers import (
     BatchNormState,
     batch_norm,
@@ -126,7 +127,7 @@ class Dropout(_Stochastic):
 
     def __call__(self, x, *, deterministic: bool | None = None, rngs: RngsLike = None):
         det = self._mode(deterministic)
-        key = None if det or self.rate == 0 else self._key(rngs)
+        key = None if det or is_zero(self.rate) else self._key(rngs)  # a traced rate draws
         return dropout(
             key, x, self.rate, deterministic=det, inverted=self.inverted, broadcast_dims=self.broadcast_dims
         )

@@ -206,9 +206,10 @@ class Fit:
             def objective(p):
                 return loss_fn(self._tree(p), model_state, batch, key, config)
 
-            (loss, (model_state, _)), grads = jax.value_and_grad(objective, has_aux=True)(params)
+            loss, backward, (model_state, _) = jax.vjp(objective, params, has_aux=True)
             if jnp.ndim(loss) != 0:
                 raise ValueError(f"the loss must return a scalar, got shape {jnp.shape(loss)}")
+            (grads,) = backward(jnp.ones_like(loss))
             updates, opt_state = tx.update(grads, opt_state, params)
             return (apply_updates(params, updates), model_state, opt_state), loss
 

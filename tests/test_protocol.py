@@ -1,0 +1,252 @@
+"""The training protocol: one model in four frameworks, config hyperparameters, state, keys,
+gradient accumulation, and the errors a user meets first."""
+
+import equinox as eqx
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+import gradchain as gc
+from gradchain import tuning
+from gradchain.data import Split
+from gradchain.flax import linen as glinen
+from gradchain.flax import nnx as gnnx
+from gradchain.models import mlp_apply, mlp_init
+
+KEY = jax.random.PRNGKey(0)
+X = jax.random.normal(jax.random.PRNGKey(1), (64, 6))
+Y = jnp.arange(64) % 3
+DATA = Split(X[:48], Y[:48], X[48:], Y[48:])
+
+
+def sgd(config):
+    return gc.sgd(config["learning_rate"])
+
+
+# --- the same network, 6 -> 8 -> batch norm -> relu -> 3, in four frameworks -------------------
+
+
+def plain_params(key):
+    k1, k2 = jax.random.split(key)
+    return {"w1": jax.random.normal(k1, (6, 8)) / 3, "b1": jnp.zeros(8), "scale": jnp.ones(8), "bias": jnp.zeros(8),
+            "w2": jax.random.normal(k2, (8, 3)) / 3, "b2": jnp.zeros(3)}
+
+
+def plain_apply(params, state, x, *, train):
+    h = x @ params["w1"] + params["b1"]
+    h, state = gc.batch_norm(h, state, params["scale"], params["bias"], training=train, momentum=0.9)
+    return jax.nn.relu(h) @ params["w2"] + params["b2"], state
+
+
+class NnxNet(nnx.Module):
+    def __init__(self, rngs):
+        self.fc1 = nnx.Linear(6, 8, rngs=rngs)
+        self.bn = gnnx.BatchNorm(8, momentum=0.9)
+        self.fc2 = nnx.Linear(8, 3, rngs=rngs)
+
+    def __call__(self, x):
+        return self.fc2(jax.nn.relu(self.bn(self.fc1(x))))
+
+
+class LinenNet(nn.Module):
+    @nn.compact
+    def __call__(self, x, train: bool):
+        h = glinen.BatchNorm(momentum=0.9, use_running_average=not train)(nn.Dense(8)(x))
+        return nn.Dense(3)(jax.nn.relu(h))
+
+
+class EqxNet(eqx.Module):
+    fc1: eqx.nn.Linear
+    bn: eqx.nn.BatchNorm
+    fc2: eqx.nn.Linear
+    activation: object = jax.nn.relu  # a non-array leaf: the unfiltered model works as it is
+
+    def __init__(self, key):
+        k1, k2 = jax.random.split(key)
+        self.fc1 = eqx.nn.Linear(6, 8, key=k1)
+        self.bn = eqx.nn.BatchNorm(8, axis_name="batch", momentum=0.9, mode="batch")
+        self.fc2 = eqx.nn.Linear(8, 3, key=k2)
+
+    def __call__(self, x, state):
+        h, state = self.bn(self.fc1(x), state)
+        return self.fc2(self.activation(h)), state
+
+
+def models():
+    """The four models, each with its params overwritten by the plain ones (same numbers)."""
+    p = plain_params(KEY)
+    plain = gc.from_function(lambda k: (plain_params(k), gc.batch_norm_init(8)), plain_apply, stateful=True)
+    nnx_model = gc.adapters.from_nnx(NnxNet(nnx.Rngs(0)))
+    params, state = nnx_model.init(KEY)
+    params["fc1"]["kernel"][...], params["fc1"]["bias"][...] = p["w1"], p["b1"]
+    params["fc2"]["kernel"][...], params["fc2"]["bias"][...] = p["w2"], p["b2"]
+    nnx_init = (params, state)
+    linen_model = gc.adapters.from_linen(LinenNet(), X[:2])
+    lp, ls = linen_model.init(KEY)
+    lp = {"Dense_0": {"kernel": p["w1"], "bias": p["b1"]}, "Dense_1": {"kernel": p["w2"], "bias": p["b2"]},
+          "BatchNorm_0": {"scale": p["scale"], "bias": p["bias"]}}
+    eqx_model = gc.adapters.from_equinox(eqx.nn.make_with_state(EqxNet)(KEY)[0], eqx.nn.make_with_state(EqxNet)(KEY)[1])
+    ep, es = eqx_model.init(KEY)
+    ep = eqx.tree_at(lambda m: (m.fc1.weight, m.fc1.bias, m.fc2.weight, m.fc2.bias), ep,
+                     (p["w1"].T, p["b1"], p["w2"].T, p["b2"]))
+    return {"plain": (plain, (p, gc.batch_norm_init(8))), "nnx": (nnx_model, nnx_init),
+            "linen": (linen_model, (lp, ls)), "equinox": (eqx_model, (ep, es))}
+
+
+def test_one_network_in_four_frameworks_gives_the_same_training_losses():
+    losses = {}
+    for name, (model, (params, state)) in models().items():
+        trainable = gc.supervised(model, "cross_entropy")
+        tx = gc.sgd(0.1)
+        opt = tx.init(params)
+        step = jax.jit(lambda p, s, o, k: _step(trainable, tx, p, s, o, k))
+        run = []
+        for i in range(5):
+            params, state, opt, loss = step(params, state, opt, jax.random.PRNGKey(i))
+            run.append(float(loss))
+        losses[name] = run
+    for name, run in losses.items():
+        np.testing.assert_allclose(run, losses["plain"], rtol=1e-6, atol=1e-6, err_msg=name)
+    assert losses["plain"][-1] < losses["plain"][0]
+
+
+def _step(trainable, tx, params, state, opt, key):
+    (loss, (state, _)), grads = jax.value_and_grad(trainable.loss, has_aux=True)(params, state, (X, Y), key, {})
+    updates, opt = tx.update(grads, opt, params)
+    return gc.apply_updates(params, updates), state, opt, loss
+
+
+def test_test_time_evaluation_uses_the_running_batch_norm_statistics():
+    model = gc.adapters.from_nnx(lambda rngs: NnxNet(rngs))
+    fit = tuning.make_fit(gc.supervised(model), sgd, DATA, steps=6, batch_size=16)
+    result = jax.jit(fit)({"learning_rate": jnp.float32(0.1)}, KEY)
+    bn = result.model_state[1]["bn"]
+    assert not np.allclose(bn["mean"][...], 0.0)  # the statistics moved during training
+    # evaluation by hand with the running statistics equals the run's reported validation loss
+    module = nnx.merge(nnx.graphdef(NnxNet(nnx.Rngs(0))), result.params, *result.model_state)
+    module.eval()
+    expected = gc.protocol.softmax_cross_entropy(module(DATA.x_val), DATA.y_val).mean()
+    np.testing.assert_allclose(result.metrics["val_loss"][-1], expected, rtol=1e-6)
+
+
+# --- hyperparameters in the config -----------------------------------------------------------
+
+
+class DropoutNet(nnx.Module):
+    def __init__(self, rngs):
+        self.fc1 = nnx.Linear(6, 32, rngs=rngs)
+        self.drop = gnnx.Dropout(0.5, rngs=rngs)
+        self.fc2 = nnx.Linear(32, 3, rngs=rngs)
+
+    def __call__(self, x):
+        return self.fc2(self.drop(jax.nn.relu(self.fc1(x))))
+
+
+def test_a_population_over_dropout_rates_equals_separate_runs():
+    model = gc.adapters.from_nnx(DropoutNet, bind={"dropout": "drop.rate"})
+    fit = tuning.make_fit(gc.supervised(model), sgd, DATA, steps=12, batch_size=16, eval_every=6)
+    rates = [0.0, 0.1, 0.3, 0.5]
+    configs = tuning.stack_configs([{"learning_rate": 0.1, "dropout": r} for r in rates])
+    keys = jnp.broadcast_to(KEY, (4, 2))
+    population = tuning.train_population(fit, configs, keys)
+    for i, rate in enumerate(rates):
+        one = jax.jit(fit)({"learning_rate": jnp.float32(0.1), "dropout": jnp.float32(rate)}, KEY)
+        np.testing.assert_allclose(population.losses[i], one.losses, atol=1e-6, rtol=1e-6)
+    assert not np.allclose(population.losses[0], population.losses[3])  # the rate is really used
+
+
+def test_augmentation_draws_differ_per_step_and_per_member():
+    def augment(key, x, y, config):
+        return x + config["strength"] * jax.random.normal(key, x.shape), y
+
+    model = gc.from_function(lambda k: {"w": jax.random.normal(k, (6, 3))}, lambda p, x: x @ p["w"])
+    fit = tuning.make_fit(gc.supervised(model, augment=augment), sgd, DATA._replace(x_train=X[:16], y_train=Y[:16]),
+                          steps=4, batch_size=16)
+    configs = tuning.stack_configs([{"learning_rate": 0.0, "strength": 1.0}] * 2)
+    keys = jnp.stack([jax.random.PRNGKey(1), jax.random.PRNGKey(2)])
+    losses = np.asarray(tuning.train_population(fit, configs, keys).losses)
+    # learning rate 0 and the whole split as the batch: only the augmentation changes the loss
+    assert len(set(np.round(losses[0], 6))) == 4  # a new draw every step
+    assert not np.allclose(losses[0], losses[1])  # and per member
+    calm = tuning.train_population(fit, tuning.stack_configs([{"learning_rate": 0.0, "strength": 0.0}] * 2), keys)
+    np.testing.assert_allclose(calm.losses[:, 0], calm.losses[:, 1], rtol=1e-6)
+
+
+def test_k_accumulated_micro_batches_equal_one_batch_of_k_times_the_size():
+    model = gc.from_function(lambda k: mlp_init(k, (6, 16, 3)), mlp_apply)
+    data = DATA._replace(x_train=X[:48], y_train=Y[:48])
+    big = tuning.make_fit(gc.supervised(model), lambda c: gc.adam(c["learning_rate"]), data, steps=6, batch_size=24)
+    small = tuning.make_fit(gc.supervised(model), lambda c: gc.accumulate_gradients(gc.adam(c["learning_rate"]), c["k"]),
+                            data, steps=18, batch_size=8)
+    lr = jnp.float32(1e-2)
+    a = jax.jit(big)({"learning_rate": lr}, KEY)
+    b = jax.jit(small)({"learning_rate": lr, "k": jnp.float32(3)}, KEY)
+    jax.tree.map(lambda u, v: np.testing.assert_allclose(u, v, atol=1e-6, rtol=1e-6), a.params, b.params)
+
+
+def test_accumulate_gradients_waits_then_steps_with_the_mean():
+    tx = gc.accumulate_gradients(gc.sgd(1.0), every=2)
+    params = {"w": jnp.zeros(2)}
+    state = tx.init(params)
+    u1, state = tx.update({"w": jnp.array([1.0, 2.0])}, state, params)
+    u2, state = tx.update({"w": jnp.array([3.0, 4.0])}, state, params)
+    np.testing.assert_array_equal(u1["w"], [0.0, 0.0])
+    np.testing.assert_allclose(u2["w"], [-2.0, -3.0])
+    assert int(state.micro_step) == 0
+    with pytest.raises(ValueError, match="every must be an int >= 1"):
+        gc.accumulate_gradients(gc.sgd(1.0), every=0)
+
+
+def test_flat_parameters_train_like_the_tree():
+    model = gc.from_function(lambda k: mlp_init(k, (6, 16, 3)), mlp_apply)
+    tree = tuning.make_fit(gc.supervised(model), sgd, DATA, steps=8, batch_size=16)
+    flat = tuning.make_fit(gc.supervised(model), sgd, DATA, steps=8, batch_size=16, flat=True)
+    config = {"learning_rate": jnp.float32(0.1)}
+    a, b = jax.jit(tree)(config, KEY), jax.jit(flat)(config, KEY)
+    np.testing.assert_allclose(a.losses, b.losses, rtol=1e-6)
+    jax.tree.map(lambda u, v: np.testing.assert_allclose(u, v, atol=1e-6), a.params, b.params)
+
+
+def test_regression_with_mse_and_a_host_driven_progress_bar():
+    w = jax.random.normal(KEY, (6, 1))
+    data = Split(X[:48], X[:48] @ w, X[48:], X[48:] @ w)
+    model = gc.from_function(lambda k: {"w": jnp.zeros((6, 1))}, lambda p, x: x @ p["w"])
+    fit = tuning.make_fit(gc.supervised(model, "mse"), sgd, data, steps=40, batch_size=16, eval_every=10,
+                          select="val_mse", mode="min", patience=2)
+    configs = tuning.stack_configs([{"learning_rate": 0.1}, {"learning_rate": 0.01}])
+    keys = jnp.broadcast_to(KEY, (2, 2))
+    driven = tuning.train_population(fit, configs, keys, progress=True)
+    scanned = tuning.train_population(fit, configs, keys, progress=False)
+    np.testing.assert_allclose(driven.losses, scanned.losses, rtol=1e-6)
+    assert driven.metrics["val_mse"][0, -1] < 0.1 * driven.metrics["val_mse"][0, 0]
+
+
+# --- bad input: the argument and the value ---------------------------------------------------
+
+
+def test_bad_input_names_the_argument_and_the_value():
+    model = gc.from_function(lambda k: {"w": jnp.zeros((6, 3))}, lambda p, x: x @ p["w"])
+    with pytest.raises(ValueError, match="data arrays of different lengths"):
+        tuning.make_fit(gc.supervised(model), sgd, Split(X, Y[:10], X, Y), steps=2)
+    with pytest.raises(ValueError, match="loss must be a callable .* got loss='hinge'"):
+        gc.supervised(model, "hinge")
+    fit = tuning.make_fit(gc.supervised(model), sgd, DATA, steps=2, batch_size=8, select="val_acc")
+    with pytest.raises(ValueError, match="select='val_acc' is not a metric .* 'val_accuracy'"):
+        tuning.train_population(fit, tuning.stack_configs([{"learning_rate": 0.1}]), KEY[None])
+    fit = tuning.make_fit(gc.supervised(model), sgd, DATA, steps=2, batch_size=8)
+    with pytest.raises(ValueError, match=r"config keys \['dropuot'\] are never read"):
+        tuning.train_population(fit, tuning.stack_configs([{"learning_rate": 0.1, "dropuot": 0.1}]), KEY[None])
+    vector_loss = gc.supervised(model, lambda out, y: jnp.ones((out.shape[0], 2)))
+    fit = tuning.make_fit(vector_loss, sgd, DATA, steps=2, batch_size=8, select="val_loss", mode="min")
+    with pytest.raises(ValueError, match="loss must return one value per example or their mean"):
+        jax.jit(fit)({"learning_rate": 0.1}, KEY)
+    raw = gc.Trainable(lambda k: ({"w": jnp.zeros(3)}, ()), lambda p, s, b, k, c: (p["w"], (s, {})),
+                       lambda p, s, b, c: {"loss": jnp.sum(p["w"])})
+    fit = tuning.make_fit(raw, sgd, DATA, steps=2, batch_size=8, select="val_loss", mode="min")
+    with pytest.raises(ValueError, match=r"the loss must return a scalar, got shape \(3,\)"):
+        jax.jit(fit)({"learning_rate": 0.1}, KEY)
+    with pytest.raises(ValueError, match="bind path 'drop.rat'"):
+        gc.adapters.from_nnx(DropoutNet, bind={"dropout": "drop.rat"})
