@@ -40,3 +40,22 @@ def digits(key: jax.Array | None = None, val_fraction: float = 0.2) -> Split:
     return Split(
         standardise(x[train]), jnp.asarray(y[train], jnp.int32), standardise(x[val]), jnp.asarray(y[val], jnp.int32)
     )
+
+
+def digits_images(key: jax.Array | None = None, val_fraction: float = 0.2) -> Split:
+    """The digits as 8×8×1 images in [0, 1] (pixel / 16), for convolutional models and augmentation.
+
+    Same split as :func:`digits` for the same ``key``; labels int32 in 0..9.
+    """
+    if not 0.0 < val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction!r}")
+    from sklearn.datasets import load_digits
+
+    x, y = load_digits(return_X_y=True)
+    key = jax.random.PRNGKey(0) if key is None else key
+    order = np.asarray(jax.random.permutation(key, len(x)))
+    n_val = int(round(val_fraction * len(x)))
+    val, train = order[:n_val], order[n_val:]
+    images = jnp.asarray(x.reshape(-1, 8, 8, 1) / 16.0, jnp.float32)
+    labels = jnp.asarray(y, jnp.int32)
+    return Split(images[train], labels[train], images[val], labels[val])

@@ -54,13 +54,15 @@ class Trainable(NamedTuple):
 
     ``loss(params, state, batch, key, config) -> (scalar, (state, aux))`` is the training path;
     ``evaluate(params, state, batch, config) -> dict`` the test-time path, batch means.
-    ``num_classes`` is known for classification losses (the initial-loss check uses it).
+    ``num_classes`` is known for classification losses (the initial-loss check uses it);
+    ``predict(params, state, x, config) -> output`` (the test-time path) serves ensembles.
     """
 
     init: Callable[[jax.Array], tuple[Any, Any]]
     loss: Callable[..., tuple[jax.Array, tuple[Any, Any]]]
     evaluate: Callable[..., dict[str, jax.Array]]
     num_classes: int | None = None
+    predict: Callable[..., jax.Array] | None = None  # (params, state, x, config) -> output, test-time path
 
 
 # --- losses and metrics: (output, target) -> per-example values --------------------------------
@@ -179,15 +181,18 @@ def supervised(
         total = data_loss if penalty is None else data_loss + penalty(params, config)
         return total, (state, {"data_loss": data_loss})
 
+    def predict(params, state, x, config):
+        return model.apply(params, state, x, key=None, train=False, config=config)[0]
+
     def evaluate(params, state, batch, config):
         x, y = batch
-        output, _ = model.apply(params, state, x, key=None, train=False, config=config)
+        output = predict(params, state, x, config)
         out = {"loss": mean_loss(output, y)}
         for name, fn in metric_fns.items():
             out[name] = jnp.mean(fn(output, y))
         return out
 
-    return Trainable(model.init, train_loss, evaluate, num_classes)
+    return Trainable(model.init, train_loss, evaluate, num_classes, predict)
 
 
 # --- plain functions as models ------------------------------------------------------------------

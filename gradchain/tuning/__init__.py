@@ -1,7 +1,7 @@
 """The tuning practice of the lecture as code: sanity checks, LR finder, populations, search,
 early stopping, ensembles and learning curves; ``recipe`` runs them end to end."""
 
-from gradchain.tuning.curves import command_center, diagnose, moving_average, plot_loss_curves
+from gradchain.tuning.curves import command_center, diagnose, moving_average, plot_band, plot_loss_curves
 from gradchain.tuning.early_stopping import EarlyStopping, EarlyStoppingState
 from gradchain.tuning.ensemble import EnsembleReport, ensemble_probabilities, evaluate_ensemble
 from gradchain.tuning.lr_finder import LRFinderResult, lr_finder
@@ -19,10 +19,11 @@ from gradchain.tuning.search import (
     sample,
     trial_id,
 )
-from gradchain.tuning.training import RunResult, Task, choose_strategy, make_fit, stack_configs, train_population
+from gradchain.tuning.training import Fit, RunResult, Task, choose_strategy, make_fit, stack_configs, train_population
+from gradchain.tuning.recipe import Interrupted, default_optimizer, recipe  # the function shadows its module's name
 
 __all__ = [
-    "EarlyStopping", "EarlyStoppingState", "EnsembleReport", "InitialLossReport", "LRFinderResult",
+    "EarlyStopping", "EarlyStoppingState", "Fit", "Interrupted", "default_optimizer", "plot_band", "recipe", "EnsembleReport", "InitialLossReport", "LRFinderResult",
     "LogUniform", "OverfitReport", "RunResult", "Task", "TrialStore", "Uniform", "best",
     "check_initial_loss", "choose_strategy", "command_center", "diagnose", "ensemble_probabilities",
     "evaluate_ensemble", "grid", "grid_search", "lr_finder", "make_fit", "moving_average",

@@ -77,11 +77,15 @@ def diagnose(losses, train_acc=None, val_acc=None) -> list[str]:
     return notes or ["healthy: loss falls and the train/val gap is small"]
 
 
-def command_center(runs: list[dict], path: str | None = None, window: int = 25, columns: int = 4):
+def command_center(runs: list[dict], path: str | None = None, window: int = 25, columns: int = 4,
+                   metric: str = "accuracy"):
     """The lecture's "cross-validation command center": a small panel per configuration with the
-    raw training losses and their moving average (left axis) and train vs validation accuracy
-    (right axis).  Each run: ``{"title": str, "losses": [...], "train_acc": [...], "val_acc": [...]}``
-    (accuracies at evenly spaced evaluations)."""
+    raw training losses and their moving average (left axis, log scale) and the train and
+    validation ``metric`` (right axis), with labelled axes and one legend for the whole figure.
+
+    Each run: ``{"title": str, "losses": [...], "train_<metric>": [...], "val_<metric>": [...]}``
+    (metrics at evenly spaced evaluations; ``"train_acc"``/``"val_acc"`` are read too).
+    """
     if not runs:
         raise ValueError("runs must hold at least one run, got an empty list")
     if path is None:
@@ -92,27 +96,70 @@ def command_center(runs: list[dict], path: str | None = None, window: int = 25, 
         from matplotlib.figure import Figure
 
         make = lambda **kw: Figure(**kw)
+    columns = min(columns, len(runs))
     rows = -(-len(runs) // columns)
-    fig = make(figsize=(3.2 * min(columns, len(runs)), 2.4 * rows))
-    axes = fig.subplots(rows, min(columns, len(runs)), squeeze=False)
-    for ax, run in zip(axes.flat, runs):
+    fig = make(figsize=(3.4 * columns, 2.6 * rows + 0.6))
+    axes = fig.subplots(rows, columns, squeeze=False)
+    handles = {}
+    for i, (ax, run) in enumerate(zip(axes.flat, runs)):
         losses = np.asarray(run["losses"], np.float64)
-        steps = np.arange(len(losses))
-        ax.scatter(steps, losses, s=1, alpha=0.2, color="C0")
-        ax.plot(steps, moving_average(losses, window), color="C0")
+        steps = np.arange(1, len(losses) + 1)
+        handles["raw loss"] = ax.scatter(steps, losses, s=1, alpha=0.25, color="C0")
+        (handles[f"loss, moving average of {window}"],) = ax.plot(steps, moving_average(losses, window), color="C0")
         ax.set_yscale("log")
         ax.set_title(run.get("title", ""), fontsize=8)
         ax.tick_params(labelsize=6)
-        if run.get("val_acc") is not None:
-            acc = ax.twinx()
-            evals = np.linspace(len(losses) / len(run["val_acc"]), len(losses), len(run["val_acc"]))
-            acc.plot(evals, run["train_acc"], color="C2", lw=1, label="train")
-            acc.plot(evals, run["val_acc"], color="C3", lw=1, label="val")
-            acc.set_ylim(0, 1.02)
-            acc.tick_params(labelsize=6)
+        if i % columns == 0:
+            ax.set_ylabel("training loss", fontsize=7)
+        if i >= (rows - 1) * columns or i + columns >= len(runs):
+            ax.set_xlabel("step", fontsize=7)
+        train = run.get(f"train_{metric}", run.get("train_acc"))
+        val = run.get(f"val_{metric}", run.get("val_acc"))
+        if val is not None:
+            other = ax.twinx()
+            evals = np.linspace(len(losses) / len(val), len(losses), len(val))
+            if train is not None:
+                (handles[f"train {metric}"],) = other.plot(evals, train, color="C2", lw=1.2)
+            (handles[f"validation {metric}"],) = other.plot(evals, val, color="C3", lw=1.2)
+            if metric == "accuracy":
+                other.set_ylim(0, 1.02)
+            other.tick_params(labelsize=6)
+            if i % columns == columns - 1 or i == len(runs) - 1:
+                other.set_ylabel(metric, fontsize=7)
     for ax in list(axes.flat)[len(runs):]:
         ax.axis("off")
-    fig.tight_layout()
+    fig.legend(list(handles.values()), list(handles), loc="upper center", ncol=len(handles), fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.5 / fig.get_figheight()))
     if path is not None:
         fig.savefig(path, dpi=110)
+    return fig
+
+
+def plot_band(losses, path: str | None = None, window: int = 25, title: str = ""):
+    """Many runs of one configuration (ensemble members, seeds): the median of their moving
+    averages as a line, the band between the lowest and highest member, every member faint."""
+    runs = np.asarray(losses, np.float64)
+    if runs.ndim != 2 or runs.shape[0] == 0:
+        raise ValueError(f"losses must be [runs, steps], got shape {runs.shape}")
+    if path is None:
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(8, 5))
+    else:
+        from matplotlib.figure import Figure
+
+        fig = Figure(figsize=(8, 5))
+        ax = fig.subplots()
+    smooth = np.stack([moving_average(r, window) for r in runs])
+    steps = np.arange(1, runs.shape[1] + 1)
+    for r in smooth:
+        ax.plot(steps, r, color="C0", lw=0.5, alpha=0.3)
+    ax.fill_between(steps, np.nanmin(smooth, 0), np.nanmax(smooth, 0), color="C0", alpha=0.2,
+                    label=f"all {len(runs)} members (min–max)")
+    ax.plot(steps, np.nanmedian(smooth, 0), color="C0", lw=2, label="median member")
+    ax.set(xlabel="step", ylabel=f"training loss (moving average of {window})", yscale="log", title=title)
+    ax.legend()
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(path, dpi=120)
     return fig

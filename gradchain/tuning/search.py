@@ -115,7 +115,10 @@ class TrialStore:
                     self.results[record["id"]] = record
 
     def add(self, config: Config, metrics: Metrics) -> dict:
-        record = {"id": trial_id(config), "config": config, "metrics": metrics}
+        return self.add_record({"id": trial_id(config), "config": config, "metrics": metrics})
+
+    def add_record(self, record: dict) -> dict:
+        """Append a finished trial ``{"id": ..., ...}`` (any JSON-serialisable fields)."""
         self.results[record["id"]] = record
         if self.path:
             with open(self.path, "a", encoding="utf-8") as f:

@@ -115,11 +115,11 @@ class Fit:
     """The pure run ``fit(config, key) -> RunResult`` (see :func:`make_fit`)."""
 
     def __init__(self, trainable, make_optimizer, data, *, steps, batch_size, eval_every, patience,
-                 select, mode, data_fraction, flat, eval_batch_size):
+                 select, mode, data_fraction, flat, eval_batch_size, unroll=1):
         self.trainable, self.make_optimizer = trainable, make_optimizer
         self.steps, self.eval_every, self.patience = steps, eval_every, patience
         self.select, self.mode, self.flat = select, mode, flat
-        self.eval_batch_size = eval_batch_size
+        self.eval_batch_size, self.unroll = eval_batch_size, unroll
         self.num_chunks = steps // eval_every
         n = max(1, int(round(len(data.y_train) * data_fraction)))
         self.x_train = jax.tree.map(lambda a: a[:n], data.x_train)
@@ -135,6 +135,7 @@ class Fit:
             shapes, _ = jax.eval_shape(trainable.init, jax.random.PRNGKey(0))
             self.layout = flat_params.ravel(jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), shapes))[1]
         self.reads: set[str] = set()
+        self.has_conv = False
         self._checked: set[frozenset[str]] = set()
 
     # -- pieces -----------------------------------------------------------------------------
@@ -190,37 +191,41 @@ class Fit:
             raise TypeError(f"make_optimizer(config) must return a gradient transformation, got {tx!r}")
         return tx
 
-    def chunk(self, config, carry: _Carry, context):
-        """``eval_every`` steps, then one evaluation: ``(carry, (losses, metrics))``."""
+    def step(self, config, carry: _Carry, context, i):
+        """Training step ``i`` (minibatch, key, loss, gradient, update): ``(carry, loss)``."""
         config = _Reads(config, self.reads)
         batches, step_key = context
         tx = self._optimizer(config)
-        loss_fn = self.trainable.loss
+        idx = batches.reshape(-1, self.batch_size)[i]
+        batch = (jax.tree.map(lambda a: a[idx], self.x_train), self.y_train[idx])
+        key = jax.random.fold_in(step_key, i)
 
-        def step(inner, xs):
-            params, model_state, opt_state = inner
-            i, idx = xs
-            batch = (jax.tree.map(lambda a: a[idx], self.x_train), self.y_train[idx])
-            key = jax.random.fold_in(step_key, i)
+        def objective(p):
+            return self.trainable.loss(self._tree(p), carry.model_state, batch, key, config)
 
-            def objective(p):
-                return loss_fn(self._tree(p), model_state, batch, key, config)
+        loss, backward, (model_state, _) = jax.vjp(objective, carry.params, has_aux=True)
+        if jnp.ndim(loss) != 0:
+            raise ValueError(f"the loss must return a scalar, got shape {jnp.shape(loss)}")
+        (grads,) = backward(jnp.ones_like(loss))
+        updates, opt_state = tx.update(grads, carry.opt_state, carry.params)
+        return carry._replace(params=apply_updates(carry.params, updates), model_state=model_state,
+                              opt_state=opt_state), loss
 
-            loss, backward, (model_state, _) = jax.vjp(objective, params, has_aux=True)
-            if jnp.ndim(loss) != 0:
-                raise ValueError(f"the loss must return a scalar, got shape {jnp.shape(loss)}")
-            (grads,) = backward(jnp.ones_like(loss))
-            updates, opt_state = tx.update(grads, opt_state, params)
-            return (apply_updates(params, updates), model_state, opt_state), loss
+    def evaluate(self, config, carry: _Carry):
+        """The evaluation closing a chunk (and the early-stopping update): ``(carry, metrics)``."""
+        config = _Reads(config, self.reads)
+        metrics = self._metrics(self._tree(carry.params), carry.model_state, config)
+        step = (carry.chunk + 1) * self.eval_every
+        stop = self.stopper.update(carry.stop, metrics[self.select], (carry.params, carry.model_state), step)
+        return carry._replace(stop=stop, chunk=carry.chunk + 1), metrics
 
+    def chunk(self, config, carry: _Carry, context):
+        """``eval_every`` steps, then one evaluation: ``(carry, (losses, metrics))``."""
         first = carry.chunk * self.eval_every
-        indices = first + jnp.arange(self.eval_every)
-        chunk_batches = jax.lax.dynamic_index_in_dim(batches, carry.chunk, keepdims=False)
-        (params, model_state, opt_state), losses = jax.lax.scan(
-            step, (carry.params, carry.model_state, carry.opt_state), (indices, chunk_batches))
-        metrics = self._metrics(self._tree(params), model_state, config)
-        stop = self.stopper.update(carry.stop, metrics[self.select], (params, model_state), first + self.eval_every)
-        return _Carry(params, model_state, opt_state, stop, carry.chunk + 1), (losses, metrics)
+        carry, losses = jax.lax.scan(lambda c, i: self.step(config, c, context, i), carry,
+                                     first + jnp.arange(self.eval_every), unroll=self.unroll)
+        carry, metrics = self.evaluate(config, carry)
+        return carry, (losses, metrics)
 
     def result(self, carry: _Carry, losses, metrics) -> RunResult:
         """The run's result from the last carry and the stacked chunk outputs."""
@@ -242,7 +247,10 @@ class Fit:
         if names in self._checked:
             return
         self.reads.clear()
-        jax.eval_shape(self, dict(config), key)
+        program = str(jax.make_jaxpr(self)(dict(config), key))
+        # XLA:CPU runs convolutions inside a loop about 10x slower than outside one (measured:
+        # BUILD_NOTES, "Training protocol"); train_population then drives such runs step by step.
+        self.has_conv = "conv_general_dilated" in program
         unread = sorted(set(config) - self.reads)
         if unread:
             raise ValueError(f"config keys {unread} are never read by the model, the loss, the augmentation or "
@@ -265,6 +273,7 @@ def make_fit(
     data_fraction: float = 1.0,
     flat: bool = False,
     eval_batch_size: int = 1024,
+    unroll: int | bool = 1,
 ) -> Fit:
     """Build the pure training run ``fit(config, key) -> RunResult``.
 
@@ -311,7 +320,7 @@ def make_fit(
         trainable = trainable._replace(num_classes=int(jnp.max(data.y_train)) + 1)
     return Fit(trainable, make_optimizer, data, steps=steps, batch_size=batch_size, eval_every=eval_every,
                patience=patience, select=select, mode=mode, data_fraction=data_fraction, flat=flat,
-               eval_batch_size=eval_batch_size)
+               eval_batch_size=eval_batch_size, unroll=unroll)
 
 
 def stack_configs(configs: list[Mapping[str, float]]) -> dict[str, jax.Array]:
@@ -377,12 +386,14 @@ def train_population(
         configs, keys = jax.device_put((configs, keys), sharding)
     from gradchain.tuning.progress import progress_bar, wants_progress
 
-    if isinstance(fit, Fit) and wants_progress(progress):
-        with progress_bar(total=fit.num_chunks * k, desc=desc, enable=True, unit="chunk") as bar:
+    per_step = isinstance(fit, Fit) and fit.has_conv and jax.default_backend() == "cpu"
+    if isinstance(fit, Fit) and (wants_progress(progress) or per_step):
+        with progress_bar(total=fit.num_chunks * k, desc=desc, enable=progress, unit="eval") as bar:
             if strategy == "sequential":
-                runs = [_driven(fit, {n: v[i] for n, v in configs.items()}, keys[i], False, bar, 1) for i in range(k)]
+                runs = [_driven(fit, {n: v[i] for n, v in configs.items()}, keys[i], None, bar, 1, per_step)
+                        for i in range(k)]
                 return jax.tree.map(lambda *xs: jnp.stack(xs), *runs)
-            return _driven(fit, configs, keys, strategy, bar, k)
+            return _driven(fit, configs, keys, strategy, bar, k, per_step)
     if strategy == "vmap":
         return _vmapped(fit)(configs, keys)
     if strategy == "map":
@@ -392,25 +403,37 @@ def train_population(
     return jax.tree.map(lambda *xs: jnp.stack(xs), *runs)
 
 
-def _driven(fit: Fit, configs, keys, strategy, bar, step) -> RunResult:
-    """The run's chunks called one by one from the host (same numbers as the scanned run)."""
-    start, chunk, result = _chunked(fit, strategy)
-    carry, context = start(configs, keys)
-    outputs = []
-    for _ in range(fit.num_chunks):
-        carry, out = chunk(configs, carry, context)
-        jax.block_until_ready(out)
-        outputs.append(out)
-        bar.update(step)
-    axis = 0 if not strategy else 1
-    losses, metrics = jax.tree.map(lambda *xs: jnp.stack(xs, axis=axis), *outputs)
-    return result(carry, losses, metrics)
+def _driven(fit: Fit, configs, keys, strategy, bar, members, per_step) -> RunResult:
+    """The run called from the host chunk by chunk (``per_step``: step by step, then each
+    evaluation), with the same numbers as the scanned run; the bar moves after each chunk."""
+    programs = _programs(fit, strategy)
+    carry, context = programs["start"](configs, keys)
+    losses, metrics = [], []
+    for c in range(fit.num_chunks):
+        if per_step:
+            chunk_losses = []
+            for i in range(c * fit.eval_every, (c + 1) * fit.eval_every):
+                carry, loss = programs["step"](configs, carry, context, np.int32(i) if strategy is None else
+                                               np.full(members, i, np.int32))
+                chunk_losses.append(loss)
+            carry, m = programs["evaluate"](configs, carry)
+            chunk_losses = jnp.stack(chunk_losses, axis=-1)
+        else:
+            carry, (chunk_losses, m) = programs["chunk"](configs, carry, context)
+        jax.block_until_ready(m)
+        losses.append(chunk_losses)
+        metrics.append(m)
+        bar.update(members)
+    axis = 0 if strategy is None else 1
+    stack = lambda *xs: jnp.stack(xs, axis=axis)
+    return programs["result"](carry, jax.tree.map(stack, *losses), jax.tree.map(stack, *metrics))
 
 
 @functools.lru_cache(maxsize=64)
-def _chunked(fit: Fit, strategy):
-    wrap = (lambda f: f) if not strategy else jax.vmap if strategy == "vmap" else _lax_map
-    return (jax.jit(wrap(fit.start)), jax.jit(wrap(fit.chunk)), jax.jit(wrap(fit.result)))
+def _programs(fit: Fit, strategy):
+    """The compiled pieces of a run, batched over the population by ``strategy`` (None: one run)."""
+    wrap = (lambda f: f) if strategy is None else jax.vmap if strategy == "vmap" else _lax_map
+    return {name: jax.jit(wrap(getattr(fit, name))) for name in ("start", "step", "evaluate", "chunk", "result")}
 
 
 def _lax_map(f):
