@@ -9,11 +9,13 @@ This is demo code: the library is :mod:`gradchain.tuning`.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 
 import gradchain as gc
 from gradchain.data import Split, digits, digits_images
-from gradchain.models import digits_augment, digits_cnn, mlp_model
+from gradchain.models import digits_augment, digits_cnn, mlp_apply, mlp_init, mlp_model
 from gradchain.tuning.recipe import recipe
 from gradchain.tuning.search import LogUniform, Uniform
 
@@ -21,6 +23,22 @@ SETTINGS = {
     False: dict(epochs={"coarse": 3, "refine": 10, "final": 30, "max_refine": 30}, max_rounds=3, ensemble=8),
     True: dict(epochs={"coarse": 2, "refine": 4, "final": 8, "max_refine": 8}, max_rounds=2, ensemble=4),
 }
+
+
+SIZES = (64, 128, 128, 10)
+
+
+def adamw_from_config(config):
+    """AdamW from ``config["learning_rate"]`` and ``config["weight_decay"]``, no decay on biases."""
+    return gc.adamw(config["learning_rate"], weight_decay=config["weight_decay"], mask=gc.decay_mask)
+
+
+def make_task(seed: int = 0):
+    """The digits MLP as a :class:`gradchain.tuning.Task` on train / validation, and the full
+    split whose validation part is the test set: ``(task, full)``."""
+    full = digits(jax.random.PRNGKey(seed), val_fraction=0.2)
+    data, _ = three_way(full)
+    return gc.tuning.Task(functools.partial(mlp_init, sizes=SIZES, output_scale=0.01), mlp_apply, data), full
 
 
 def three_way(full: Split) -> tuple[Split, tuple]:

@@ -160,6 +160,8 @@ class _Recipe:
         except OSError as error:
             raise OSError(f"out={out!r} is not a writable folder: {error.strerror or error}") from None
         self.store = TrialStore(os.path.join(out, "trials.jsonl"))
+        # one optimizer factory per kind of learning rate: runs that share it share compiled steps
+        self.constant_rate = lambda config: self.make_optimizer(config, config["learning_rate"])
         self.fingerprint = self._fingerprint()
 
     # -- bookkeeping ----------------------------------------------------------------------------
@@ -198,18 +200,12 @@ class _Recipe:
 
     def _train(self, configs: list[dict], stage: dict, desc: str) -> list[dict]:
         """Train the configs not yet in the store (``population`` at a time); return all records."""
-        epochs, learning_rate = stage["epochs"], stage.get("schedule", "constant")
+        epochs = stage["epochs"]
         steps = epochs * self.per_epoch
         eval_every = self.per_epoch if stage.get("eval_every_epoch", True) else steps
         patience = stage.get("patience")
 
-        def optimizer(config):
-            lr = config["learning_rate"]
-            if learning_rate == "cosine":
-                lr = gc.cosine_schedule(lr, steps)
-            return self.make_optimizer(config, lr)
-
-        fit = make_fit(self.trainable, optimizer, self.data, steps=steps, batch_size=self.batch_size,
+        fit = make_fit(self.trainable, self.constant_rate, self.data, steps=steps, batch_size=self.batch_size,
                        eval_every=eval_every, patience=patience, select=self.select, mode=self.mode)
         strategy = choose_strategy(fit, self.batch_size)
         ids = [self._id(c, stage) for c in configs]
@@ -258,7 +254,7 @@ class _Recipe:
             self._write(header, partial=stage_name)
             raise Interrupted(f"interrupted during {stage_name}; partial report: {os.path.join(self.out, 'report.md')}") from None
         summary["seconds"] = self._elapsed()
-        self._section(f"Total time: {summary['seconds']:.0f} s.")
+        self.sections.append([f"Total time: {summary['seconds']:.0f} s.", ""])
         self._write(header)
         return summary
 
@@ -291,10 +287,11 @@ class _Recipe:
         n = min(len(self.data.y_train), 5 * min(32, self.batch_size))
         small = Split(self.data.x_train[:n], self.data.y_train[:n], self.data.x_val, self.data.y_val)
         steps = 200
-        fit = make_fit(self.trainable, lambda c: self.make_optimizer(c, c["learning_rate"]), small, steps=steps,
+        fit = make_fit(self.trainable, self.constant_rate, small, steps=steps,
                        batch_size=min(32, n), eval_every=25, select=self.select, mode=self.mode)
-        config = {k: jnp.float32(v) for k, v in (base | {"learning_rate": 1e-3}).items()}
-        result = jax.jit(fit)(config, self.key)
+        result = train_population(fit, stack_configs([base | {"learning_rate": 1e-3}]), self.key[None],
+                                  strategy="sequential", progress=self.progress, desc="2. overfit")
+        result = jax.tree.map(lambda a: a[0], result)
         losses = np.asarray(result.losses)
         summary["overfit_final_loss"] = float(np.mean(losses[-10:]))
         drop = 1 - np.mean(losses[-10:]) / np.mean(losses[:10])
@@ -596,3 +593,13 @@ def _plot_lr_finder(rates, losses, drops, pick, path):
     right.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
+
+
+def __getattr__(name: str):
+    """The digits main job's pieces, where earlier versions defined them (``main``, ``make_task``,
+    ``adamw_from_config``, ``SIZES``): kept importable from here, defined in the demo module."""
+    if name in ("main", "make_task", "adamw_from_config", "SIZES"):
+        from gradchain import digits_recipe
+
+        return getattr(digits_recipe, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

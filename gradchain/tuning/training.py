@@ -192,13 +192,19 @@ class Fit:
         return tx
 
     def step(self, config, carry: _Carry, context, i):
-        """Training step ``i`` (minibatch, key, loss, gradient, update): ``(carry, loss)``."""
-        config = _Reads(config, self.reads)
+        """Training step ``i`` of the run: ``(carry, loss)``."""
         batches, step_key = context
+        return self.train_step(config, carry, batches.reshape(-1, self.batch_size)[i], jax.random.fold_in(step_key, i))
+
+    def train_step(self, config, carry: _Carry, idx, key):
+        """One step on the training rows ``idx`` with the step's ``key``: ``(carry, loss)``.
+
+        Depends on the run's length only through its arguments, so runs of different lengths
+        that share the model, the data and ``make_optimizer`` share one compiled step.
+        """
+        config = _Reads(config, self.reads)
         tx = self._optimizer(config)
-        idx = batches.reshape(-1, self.batch_size)[i]
         batch = (jax.tree.map(lambda a: a[idx], self.x_train), self.y_train[idx])
-        key = jax.random.fold_in(step_key, i)
 
         def objective(p):
             return self.trainable.loss(self._tree(p), carry.model_state, batch, key, config)
@@ -211,13 +217,18 @@ class Fit:
         return carry._replace(params=apply_updates(carry.params, updates), model_state=model_state,
                               opt_state=opt_state), loss
 
-    def evaluate(self, config, carry: _Carry):
+    def evaluate(self, config, carry: _Carry, step=None):
         """The evaluation closing a chunk (and the early-stopping update): ``(carry, metrics)``."""
         config = _Reads(config, self.reads)
         metrics = self._metrics(self._tree(carry.params), carry.model_state, config)
-        step = (carry.chunk + 1) * self.eval_every
+        step = (carry.chunk + 1) * self.eval_every if step is None else step
         stop = self.stopper.update(carry.stop, metrics[self.select], (carry.params, carry.model_state), step)
         return carry._replace(stop=stop, chunk=carry.chunk + 1), metrics
+
+    def signature(self) -> tuple:
+        """What the compiled ``train_step`` and ``evaluate`` depend on (shared between runs)."""
+        return (self.trainable, self.make_optimizer, id(self.x_train), id(self.x_val), self.n, self.batch_size,
+                self.flat, self.select, self.mode, self.patience, self.eval_batch_size)
 
     def chunk(self, config, carry: _Carry, context):
         """``eval_every`` steps, then one evaluation: ``(carry, (losses, metrics))``."""
@@ -407,19 +418,20 @@ def _driven(fit: Fit, configs, keys, strategy, bar, members, per_step) -> RunRes
     """The run called from the host chunk by chunk (``per_step``: step by step, then each
     evaluation), with the same numbers as the scanned run; the bar moves after each chunk."""
     programs = _programs(fit, strategy)
-    carry, context = programs["start"](configs, keys)
+    carry, (batches, step_keys) = programs["start"](configs, keys)
     losses, metrics = [], []
     for c in range(fit.num_chunks):
         if per_step:
             chunk_losses = []
             for i in range(c * fit.eval_every, (c + 1) * fit.eval_every):
-                carry, loss = programs["step"](configs, carry, context, np.int32(i) if strategy is None else
-                                               np.full(members, i, np.int32))
+                idx, key = programs["batch"](batches, step_keys, np.int32(i))
+                carry, loss = programs["train_step"](configs, carry, idx, key)
                 chunk_losses.append(loss)
-            carry, m = programs["evaluate"](configs, carry)
+            step = np.int32((c + 1) * fit.eval_every)
+            carry, m = programs["evaluate"](configs, carry, step if strategy is None else np.full(members, step))
             chunk_losses = jnp.stack(chunk_losses, axis=-1)
         else:
-            carry, (chunk_losses, m) = programs["chunk"](configs, carry, context)
+            carry, (chunk_losses, m) = programs["chunk"](configs, carry, (batches, step_keys))
         jax.block_until_ready(m)
         losses.append(chunk_losses)
         metrics.append(m)
@@ -429,11 +441,31 @@ def _driven(fit: Fit, configs, keys, strategy, bar, members, per_step) -> RunRes
     return programs["result"](carry, jax.tree.map(stack, *losses), jax.tree.map(stack, *metrics))
 
 
-@functools.lru_cache(maxsize=64)
-def _programs(fit: Fit, strategy):
-    """The compiled pieces of a run, batched over the population by ``strategy`` (None: one run)."""
+_SHARED: dict[tuple, dict] = {}
+
+
+def _programs(fit: Fit, strategy) -> dict:
+    """The compiled pieces of a run, batched over the population by ``strategy`` (None: one run).
+
+    ``train_step`` and ``evaluate`` are shared by every run with the same :meth:`Fit.signature`
+    (the recipe's stages differ only in length: one compile serves them all).
+    """
     wrap = (lambda f: f) if strategy is None else jax.vmap if strategy == "vmap" else _lax_map
-    return {name: jax.jit(wrap(getattr(fit, name))) for name in ("start", "step", "evaluate", "chunk", "result")}
+    key = (fit.signature(), strategy)
+    if key not in _SHARED:
+        if len(_SHARED) > 32:
+            _SHARED.clear()
+        _SHARED[key] = {name: jax.jit(wrap(getattr(fit, name))) for name in ("train_step", "evaluate")}
+    per_run = _per_run(fit, strategy)
+    return {**_SHARED[key], **per_run}
+
+
+@functools.lru_cache(maxsize=64)
+def _per_run(fit: Fit, strategy) -> dict:
+    wrap = (lambda f: f) if strategy is None else jax.vmap if strategy == "vmap" else _lax_map
+    batch_of = lambda batches, keys, i: (batches.reshape(-1, fit.batch_size)[i], jax.random.fold_in(keys, i))
+    batch = jax.jit(batch_of if strategy is None else jax.vmap(batch_of, in_axes=(0, 0, None)))
+    return {"batch": batch, **{name: jax.jit(wrap(getattr(fit, name))) for name in ("start", "chunk", "result")}}
 
 
 def _lax_map(f):
