@@ -250,3 +250,23 @@ def test_bad_input_names_the_argument_and_the_value():
         jax.jit(fit)({"learning_rate": 0.1}, KEY)
     with pytest.raises(ValueError, match="bind path 'drop.rat'"):
         gc.adapters.from_nnx(DropoutNet, bind={"dropout": "drop.rat"})
+
+
+def test_a_host_iterator_trains_like_arrays_on_the_device():
+    # the same minibatches, fed from the host in chunks of 3 (and a last one of 1), give the same run
+    model = gc.from_function(lambda k: mlp_init(k, (6, 16, 3)), mlp_apply)
+    trainable = gc.supervised(model)
+    order = np.asarray(jax.random.permutation(jax.random.PRNGKey(3), 48)).reshape(6, 8)[:, :8]
+    batches = [(np.asarray(DATA.x_train)[i], np.asarray(DATA.y_train)[i]) for i in order[:4]]
+    config = {"learning_rate": jnp.float32(0.1)}
+    streamed = tuning.fit_stream(trainable, sgd, iter(batches), config, KEY, chunk=3, evaluate_on=(DATA.x_val, DATA.y_val))
+    init_key, step_key = jax.random.split(KEY)
+    params, state = trainable.init(init_key)
+    tx = sgd(config)
+    opt = tx.init(params)
+    for i, batch in enumerate(batches):
+        params, state, opt, loss = tuning.training_step(trainable, tx, params, state, opt, batch,
+                                                        jax.random.fold_in(step_key, i), config)
+        np.testing.assert_allclose(streamed.losses[i], loss, rtol=1e-6)
+    jax.tree.map(lambda u, v: np.testing.assert_allclose(u, v, atol=1e-6), streamed.params, params)
+    assert streamed.metrics["accuracy"].shape == (2,)  # after the first chunk and at the end

@@ -19,11 +19,13 @@ from gradchain.tuning.search import (
     sample,
     trial_id,
 )
-from gradchain.tuning.training import Fit, RunResult, Task, choose_strategy, make_fit, stack_configs, train_population
+from gradchain.tuning.training import (
+    Fit, RunResult, StreamResult, Task, choose_strategy, fit_stream, make_fit, stack_configs, train_population, training_step,
+)
 from gradchain.tuning.recipe import Interrupted, default_optimizer, recipe  # the function shadows its module's name
 
 __all__ = [
-    "EarlyStopping", "EarlyStoppingState", "Fit", "Interrupted", "default_optimizer", "plot_band", "recipe", "EnsembleReport", "InitialLossReport", "LRFinderResult",
+    "EarlyStopping", "EarlyStoppingState", "Fit", "Interrupted", "StreamResult", "fit_stream", "training_step", "default_optimizer", "plot_band", "recipe", "EnsembleReport", "InitialLossReport", "LRFinderResult",
     "LogUniform", "OverfitReport", "RunResult", "Task", "TrialStore", "Uniform", "best",
     "check_initial_loss", "choose_strategy", "command_center", "diagnose", "ensemble_probabilities",
     "evaluate_ensemble", "grid", "grid_search", "lr_finder", "make_fit", "moving_average",

@@ -366,12 +366,12 @@ class _Recipe:
             if best is None or self._better(value, best["metrics"][self.select]):
                 best = chosen
             improved = previous is None or self.sign * (value - previous) > self.min_delta
-            previous = value if previous is None or self._better(value, previous) else previous
             path = f"command_center_{round_}.png"
             curves.command_center([dict(title=_describe(r["config"]), **r["history"]) for r in records],
                                   os.path.join(self.out, path), metric=self.select.removeprefix("val_"),
                                   window=max(1, self.per_epoch // 2))
             notes = curves.diagnose(chosen["history"]["losses"], *self._metric_pair(chosen))
+            previous = value if previous is None or self._better(value, previous) else previous
             lines = [f"## 5. Refine, round {round_}: {epochs} epochs, constant learning rate", "",
                      f"Space: {stage['space']}", "", _table(records, self.select, self.sign), "",
                      f"Best: {_describe(chosen['config'])}, {self.select} {value:.4f}", "",
@@ -379,7 +379,8 @@ class _Recipe:
             lines += [f"- {n}" for n in notes] + [""]
             stop_reason = None
             if not improved:
-                stop_reason = f"{self.select} {value:.4f} does not beat the best so far by min_delta={self.min_delta}"
+                stop_reason = (f"{self.select} {value:.4f} does not beat the best so far ({previous:.4f}) by more "
+                               f"than min_delta={self.min_delta}")
             elif round_ == self.max_rounds:
                 stop_reason = f"max_rounds={self.max_rounds} refinements done"
             elif self.budget is not None and self._elapsed() > self.budget:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, NamedTuple
 
 import jax
@@ -203,19 +203,11 @@ class Fit:
         that share the model, the data and ``make_optimizer`` share one compiled step.
         """
         config = _Reads(config, self.reads)
-        tx = self._optimizer(config)
         batch = (jax.tree.map(lambda a: a[idx], self.x_train), self.y_train[idx])
-
-        def objective(p):
-            return self.trainable.loss(self._tree(p), carry.model_state, batch, key, config)
-
-        loss, backward, (model_state, _) = jax.vjp(objective, carry.params, has_aux=True)
-        if jnp.ndim(loss) != 0:
-            raise ValueError(f"the loss must return a scalar, got shape {jnp.shape(loss)}")
-        (grads,) = backward(jnp.ones_like(loss))
-        updates, opt_state = tx.update(grads, carry.opt_state, carry.params)
-        return carry._replace(params=apply_updates(carry.params, updates), model_state=model_state,
-                              opt_state=opt_state), loss
+        params, model_state, opt_state, loss = training_step(
+            self.trainable, self._optimizer(config), carry.params, carry.model_state, carry.opt_state, batch, key,
+            config, unravel=self._tree)
+        return carry._replace(params=params, model_state=model_state, opt_state=opt_state), loss
 
     def evaluate(self, config, carry: _Carry, step=None):
         """The evaluation closing a chunk (and the early-stopping update): ``(carry, metrics)``."""
@@ -268,6 +260,105 @@ class Fit:
                              f"make_optimizer (they read {sorted(self.reads)}); a typo, or a hyperparameter "
                              "the model does not use (bind= / config= in gradchain.adapters)")
         self._checked.add(names)
+
+
+def training_step(trainable: Trainable, tx: GradientTransformation, params, model_state, opt_state, batch, key,
+                  config, *, unravel: Callable[[Any], Any] | None = None):
+    """One step of the protocol: loss and gradient on ``batch``, the optimizer's update.
+
+    Returns ``(params, model_state, opt_state, loss)``; ``unravel`` maps stored (flat)
+    parameters to the model's tree.
+    """
+    unravel = (lambda p: p) if unravel is None else unravel
+
+    def objective(p):
+        return trainable.loss(unravel(p), model_state, batch, key, config)
+
+    loss, backward, (model_state, _) = jax.vjp(objective, params, has_aux=True)
+    if jnp.ndim(loss) != 0:
+        raise ValueError(f"the loss must return a scalar, got shape {jnp.shape(loss)}")
+    (grads,) = backward(jnp.ones_like(loss))
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return apply_updates(params, updates), model_state, opt_state, loss
+
+
+class StreamResult(NamedTuple):
+    params: Any
+    model_state: Any
+    opt_state: Any
+    losses: np.ndarray  # [steps]
+    metrics: dict[str, np.ndarray]  # evaluate's metrics on `evaluate_on`, [evaluations]
+
+
+def fit_stream(
+    trainable: Trainable,
+    make_optimizer: Callable[[Mapping[str, Any]], GradientTransformation],
+    batches: Iterable[tuple[Any, Any]],
+    config: Mapping[str, Any],
+    key: jax.Array,
+    *,
+    chunk: int = 16,
+    evaluate_on: tuple[Any, Any] | None = None,
+    eval_every: int = 1,
+    progress: bool | None = None,
+) -> StreamResult:
+    """Train on minibatches from a host iterator, for data that does not fit on the device.
+
+    ``batches`` yields ``(x, y)`` of one shape (NumPy or JAX arrays); they are stacked ``chunk``
+    at a time and fed to one compiled ``lax.scan`` of ``chunk`` steps (a shorter last chunk runs
+    step by step), so the host reads the next chunk while the device trains.  Step ``i`` draws
+    its randomness from ``fold_in(key, i)`` as in :func:`make_fit`; every ``eval_every`` chunks
+    the model is evaluated on ``evaluate_on`` (the test-time path).
+    """
+    if not isinstance(chunk, int) or chunk <= 0:
+        raise ValueError(f"chunk must be a positive int, got {chunk!r}")
+    if not isinstance(eval_every, int) or eval_every <= 0:
+        raise ValueError(f"eval_every must be a positive int, got {eval_every!r}")
+    init_key, step_key = jax.random.split(key)
+    params, model_state = trainable.init(init_key)
+    tx = make_optimizer(config)
+    opt_state = tx.init(params)
+
+    def one(carry, xs):
+        batch, i = xs
+        *carry, loss = training_step(trainable, tx, *carry, batch, jax.random.fold_in(step_key, i), config)
+        return tuple(carry), loss
+
+    scan = jax.jit(lambda carry, stacked, first: jax.lax.scan(one, carry, (stacked, first + jnp.arange(chunk))))
+    single = jax.jit(lambda carry, batch, i: one(carry, (batch, i)))
+    measure = jax.jit(lambda p, s, batch: trainable.evaluate(p, s, batch, config))
+    carry, losses, metrics, step, pending = (params, model_state, opt_state), [], [], 0, []
+    from gradchain.tuning.progress import progress_bar
+
+    def flush(carry, pending, step):
+        if len(pending) == chunk:
+            stacked = jax.tree.map(lambda *a: jnp.stack([jnp.asarray(v) for v in a]), *pending)
+            carry, out = scan(carry, stacked, jnp.int32(step))
+            losses.extend(np.asarray(out))
+        else:
+            for j, batch in enumerate(pending):
+                carry, out = single(carry, jax.tree.map(jnp.asarray, batch), jnp.int32(step + j))
+                losses.append(float(out))
+        return carry, step + len(pending)
+
+    with progress_bar(total=0, desc="stream", enable=progress, unit="chunk") as bar:
+        chunks = 0
+        for batch in batches:
+            pending.append(batch)
+            if len(pending) == chunk:
+                carry, step = flush(carry, pending, step)
+                pending, chunks = [], chunks + 1
+                bar.update(1)
+                if evaluate_on is not None and chunks % eval_every == 0:
+                    metrics.append(jax.device_get(measure(carry[0], carry[1], evaluate_on)))
+        if pending:
+            carry, step = flush(carry, pending, step)
+            if evaluate_on is not None:
+                metrics.append(jax.device_get(measure(carry[0], carry[1], evaluate_on)))
+    if step == 0:
+        raise ValueError("batches yielded no minibatch: nothing was trained")
+    stacked = {k: np.asarray([m[k] for m in metrics]) for k in (metrics[0] if metrics else {})}
+    return StreamResult(*carry, np.asarray(losses, np.float32), stacked)
 
 
 def make_fit(
