@@ -101,8 +101,8 @@ def test_step_7_trains_longer_when_the_run_underfits(tmp_path):
     data, _ = _split(digits(jax.random.PRNGKey(0)))
     trainable = gc.supervised(mlp_model((64, 8, 10)))
     summary = tuning.recipe(trainable, data, {}, out=tmp_path, min_delta=0.0, max_rounds=2, population=4, ensemble=1,
-                            epochs={"coarse": 1, "refine": 1, "final": 1, "max_refine": 4})
-    assert any(d["action"].startswith("train longer: 1 → 2 epochs") for d in summary["decisions"]), summary["decisions"]
+                            epochs={"coarse": 1, "refine": 2, "final": 1, "max_refine": 4})
+    assert any(d["action"].startswith("train longer: 2 → 4 epochs") for d in summary["decisions"]), summary["decisions"]
 
 
 SCRIPT = textwrap.dedent("""
@@ -114,7 +114,7 @@ SCRIPT = textwrap.dedent("""
     data = Split(full.x_train[300:], full.y_train[300:], full.x_train[:300], full.y_train[:300])
     epochs = int(sys.argv[2])
     gc.tuning.recipe(gc.supervised(mlp_model((64, 32, 10))), data, {{"weight_decay": LogUniform(1e-5, 1e-3)}},
-                     out=sys.argv[1], population=4, ensemble=2, max_rounds=2, min_delta=-1.0,
+                     out=sys.argv[1], population=4, ensemble=2, max_rounds=2, min_delta=0.0,
                      epochs={{"coarse": epochs, "refine": epochs, "final": 1, "max_refine": epochs}})
 """)
 

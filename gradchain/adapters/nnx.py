@@ -55,10 +55,14 @@ def from_nnx(module_or_factory: Any, *, bind: Bind | None = None) -> Model:
         rng_state, rest = state
         module = nnx.merge(graphdef, params, rng_state, rest, copy=True)  # fresh Variables in this trace
         config = {} if config is None else config
+        restore = []
         for name, value in bound_values(bind, config, "from_nnx").items():
             for path in bind[name]:
                 node, attr = resolve_path(module, path, "from_nnx")
-                setattr(node, attr, value)
+                restore.append((node, attr, getattr(node, attr)))
+                # a hyperparameter is a static attribute of the module: set it for this call only
+                # (bypassing NNX's data/static check) and put the old value back before splitting
+                object.__setattr__(node, attr, value)
         if train:
             module.train()
             if key is not None:
@@ -69,6 +73,8 @@ def from_nnx(module_or_factory: Any, *, bind: Bind | None = None) -> Model:
         if wants_config:
             kwargs["config"] = config
         y = module(x, **kwargs)
+        for node, attr, old in restore:
+            object.__setattr__(node, attr, old)
         _, _, _, new_rest = nnx.split(module, nnx.Param, nnx.RngState, ...)
         return y, (rng_state, new_rest)
 

@@ -436,7 +436,7 @@ class _Recipe:
                          "reason": f"train/validation gap {gap:.3g} on {metric}: overfitting"})
         elif overfit:
             acts.append({"action": "none for the gap", "reason": "overfitting, but space names no regularizer to widen"})
-        still_rising = len(val) >= 5 and val[-1] > np.max(val[: int(0.8 * len(val))]) + self.min_delta
+        still_rising = len(val) >= 2 and val[-1] > np.max(val[: max(1, int(0.8 * len(val)))]) + self.min_delta
         if ("underfitting" in text or still_rising) and epochs < self.epochs["max_refine"]:
             new = min(2 * epochs, self.epochs["max_refine"])
             why = "underfitting: no train/validation gap" if "underfitting" in text else f"{self.select} still improving at the last epoch"
