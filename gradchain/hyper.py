@@ -75,6 +75,7 @@ def _interval(low, high, low_open, high_open) -> str:
 
 def check_value(name, value, low=None, high=None, low_open=False, high_open=False) -> None:
     """Check a concrete real number or array (not a schedule); traced values pass unchecked."""
+    value = unwrap(value)
     if isinstance(value, jax.core.Tracer):
         return
     allowed = "a real number, a JAX array or a schedule (step -> value)"
@@ -95,10 +96,26 @@ def check_value(name, value, low=None, high=None, low_open=False, high_open=Fals
 
 
 def initial(value: Hyperparameter) -> jax.Array:
-    """The value to store in a fresh state: the number itself, or the schedule at step 0."""
+    """The value to store in a fresh state: the number itself, or the schedule at step 0.
+
+    Always a new buffer (``copy=True``): a state owns its arrays, so donating it never deletes
+    an array of the caller's, and no two leaves of a state share one buffer.
+    """
     if _is_schedule(value):
         value = value(jnp.zeros((), jnp.int32))
-    return jnp.asarray(value, dtype=float_dtype())
+    return jnp.array(unwrap(value), dtype=float_dtype(), copy=True)
+
+
+def unwrap(value: Any) -> Any:
+    """The array inside a wrapper such as Flax NNX's ``OptArray``/``Variable`` (``.value``);
+    anything else unchanged."""
+    if isinstance(value, (jax.Array, np.ndarray, np.generic, numbers.Number)):
+        return value
+    getter = getattr(value, "get_value", None)  # Flax NNX >= 0.12; `.value` is deprecated there
+    inner = getter() if callable(getter) else getattr(value, "value", None)
+    if inner is not None and isinstance(inner, (jax.Array, np.ndarray, np.generic, numbers.Number)):
+        return inner
+    return value
 
 
 def next_value(value: Hyperparameter, stored: jax.Array, count: jax.Array) -> jax.Array:
@@ -152,7 +169,7 @@ def get_hyperparams(state: Any) -> dict[str, jax.Array]:
     result: dict[str, jax.Array] = {}
     for node in _walk(state):
         for name, value in node.hyperparams.items():
-            result.setdefault(name, value)
+            result.setdefault(name, jnp.asarray(unwrap(value)))
     return result
 
 
@@ -194,10 +211,14 @@ def _replace(state: Any, values: dict[str, Any]) -> Any:
     return state
 
 
-def _retyped(value: Any, old: Any) -> jax.Array:
-    old = jnp.asarray(old)
-    new = jnp.asarray(value, dtype=old.dtype)
-    return jnp.broadcast_to(new, old.shape) if new.ndim < old.ndim else new
+def _retyped(value: Any, old: Any) -> Any:
+    old_array = jnp.asarray(unwrap(old))
+    new = jnp.array(unwrap(value), dtype=old_array.dtype, copy=True)
+    if new.ndim < old_array.ndim:
+        new = jnp.broadcast_to(new, old_array.shape)
+    if old is not unwrap(old) and hasattr(old, "replace"):  # a Flax NNX Variable: keep its type
+        return old.replace(value=new)
+    return new
 
 
 def is_zero(value: Any) -> bool:

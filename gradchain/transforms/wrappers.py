@@ -7,8 +7,14 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from gradchain.core import GradientTransformation, check_same_structure
+from gradchain.core import (
+    GradientTransformation,
+    GradientTransformationExtraArgs,
+    accepted_extra_args,
+    check_same_structure,
+)
 from gradchain.multi_tensor import Packed
 
 Mask = Any  # a pytree of Python bools (or a prefix of the parameter tree), or params -> such tree
@@ -37,14 +43,7 @@ def full_mask(mask: Mask | Callable[[Any], Mask], tree: Any) -> Any:
             "(it would see one flat buffer per dtype, not your leaves). Put the masked "
             "transformation outside multi_tensor, or pass multi_tensor(..., max_leaf_size=0)."
         )
-    m = mask(tree) if callable(mask) else mask
-    leaves = jax.tree.leaves(m)
-    bad = [x for x in leaves if not isinstance(x, bool)]
-    if bad:
-        raise TypeError(
-            f"mask leaves must be Python bools (which leaves the transformation applies to), "
-            f"got {bad[0]!r} of type {type(bad[0]).__name__}"
-        )
+    m = jax.tree.map(_as_bool, mask(tree) if callable(mask) else mask)
     try:
         return jax.tree.map(lambda flag, sub: jax.tree.map(lambda _: flag, sub), m, tree)
     except ValueError as err:
@@ -52,6 +51,26 @@ def full_mask(mask: Mask | Callable[[Any], Mask], tree: Any) -> Any:
             f"mask must have the structure of the parameters (or a prefix of it):\n"
             f"  mask: {jax.tree.structure(m)}\n  params: {jax.tree.structure(tree)}"
         ) from err
+
+
+def _as_bool(flag: Any) -> bool:
+    """A mask leaf as a Python bool: ``True``/``False``, ``np.bool_`` or a concrete boolean
+    scalar array (``jnp.bool_(True)``, ``jnp.array(False)``)."""
+    if isinstance(flag, bool):
+        return flag
+    if isinstance(flag, (np.bool_, np.ndarray, jax.Array)) and jnp.shape(flag) == () and (
+        jnp.result_type(flag) == jnp.bool_
+    ):
+        if isinstance(flag, jax.core.Tracer):
+            raise TypeError(
+                "mask leaves must be concrete (known when the step is traced): got a traced "
+                "boolean; build the mask from the parameters' structure, outside jit"
+            )
+        return bool(flag)
+    raise TypeError(
+        f"mask leaves must be Python bools (or np.bool_ / boolean scalar arrays: which leaves "
+        f"the transformation applies to), got {flag!r} of type {type(flag).__name__}"
+    )
 
 
 def _select(tree: Any, mask: Any) -> Any:
@@ -69,15 +88,20 @@ def masked(inner: GradientTransformation, mask: Mask | Callable[[Any], Mask]) ->
     def init(params):
         return MaskedState(inner.init(_select(params, full_mask(mask, params))))
 
-    def update(updates, state, params=None):
+    def update(updates, state, params=None, **extra_args):
         m = full_mask(mask, updates if params is None else params)
         check_same_structure(updates, m, name="updates", reference_name="the mask")
         selected_params = None if params is None else _select(params, m)
-        new, inner_state = inner.update(_select(updates, m), state.inner_state, selected_params)
+        new, inner_state = inner.update(
+            _select(updates, m),
+            state.inner_state,
+            selected_params,
+            **accepted_extra_args(inner.update, extra_args),
+        )
         merged = jax.tree.map(lambda flag, u, n: n if flag else u, m, updates, new)
         return merged, MaskedState(inner_state)
 
-    return GradientTransformation(init, update)
+    return GradientTransformationExtraArgs(init, update)
 
 
 class ApplyIfFiniteState(NamedTuple):
@@ -115,8 +139,10 @@ def apply_if_finite(
         zero = jnp.zeros([], jnp.int32)
         return ApplyIfFiniteState(zero, zero, jnp.array(True), inner.init(params))
 
-    def update(updates, state, params=None):
-        new, inner_state = inner.update(updates, state.inner_state, params)
+    def update(updates, state, params=None, **extra_args):
+        new, inner_state = inner.update(
+            updates, state.inner_state, params, **accepted_extra_args(inner.update, extra_args)
+        )
         finite = _all_finite(updates) & _all_finite(new)
         apply = finite
         if max_consecutive_errors is not None:
@@ -133,4 +159,4 @@ def apply_if_finite(
             inner_state=inner_state,
         )
 
-    return GradientTransformation(init, update)
+    return GradientTransformationExtraArgs(init, update)
