@@ -25,11 +25,11 @@ from gradchain.core import identity as identity
 from gradchain.hyper import Hyperparameter, Schedule, get_hyperparams, set_hyperparams
 from gradchain.multi_tensor import MultiTensorState, Packed, multi_tensor
 from gradchain.optimizers import adagrad, adam, adamw, nadam, rmsprop, sgd
-from gradchain.regularizers import *  # noqa: F403 - dropout, batch norm, mixup, ... (PRNG-keyed)
-from gradchain.schedules import *  # noqa: F403 - the schedules are part of the public surface
-from gradchain.second_order import *  # noqa: F403 - minimize, line searches, Newton, BFGS, L-BFGS
+from gradchain.regularizers import *
+from gradchain.schedules import *
+from gradchain.second_order import *
 from gradchain.state import reset_state, tree_get, tree_map_params, tree_set
-from gradchain.transforms import *  # noqa: F403 - the transforms are part of the public surface
+from gradchain.transforms import *
 
 __version__ = "0.1.0"
 

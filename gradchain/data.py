@@ -43,7 +43,7 @@ def digits(key: jax.Array | None = None, val_fraction: float = 0.2) -> Split:
     x, y = load_digits_arrays()
     key = jax.random.PRNGKey(0) if key is None else key
     order = np.asarray(jax.random.permutation(key, len(x)))
-    n_val = int(round(val_fraction * len(x)))
+    n_val = round(val_fraction * len(x))
     val, train = order[:n_val], order[n_val:]
     mean, std = x[train].mean(0), x[train].std(0) + 1e-6
     standardise = lambda a: jnp.asarray((a - mean) / std, jnp.float32)

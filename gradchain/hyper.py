@@ -21,14 +21,14 @@ from __future__ import annotations
 
 import numbers
 from collections.abc import Callable
-from typing import Any, Union
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 Schedule = Callable[[Any], Any]
-Hyperparameter = Union[float, int, jax.Array, np.ndarray, Schedule]
+Hyperparameter = float | int | jax.Array | np.ndarray | Schedule
 
 
 def float_dtype() -> jnp.dtype:
@@ -54,7 +54,7 @@ def check(
     if _is_schedule(value):
         try:
             probe = value(0)
-        except Exception as err:  # noqa: BLE001 - re-raised with the argument's name
+        except Exception as err:
             raise TypeError(
                 f"{name} is callable, so it must be a schedule step -> value, but {name}(0) "
                 f"raised {type(err).__name__}: {err}"

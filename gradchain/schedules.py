@@ -25,6 +25,7 @@ The optimizer evaluates the schedule at its own update count, and
 
 from __future__ import annotations
 
+import itertools
 import numbers
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -85,7 +86,7 @@ def _boundaries(name: str, values: Any) -> tuple[int, ...]:
         if b < 0:
             raise ValueError(f"{name} must be non-negative, got {name}[{i}] = {b!r} in {values!r}")
         result.append(int(b))
-    if any(a >= b for a, b in zip(result, result[1:])):
+    if any(a >= b for a, b in itertools.pairwise(result)):
         raise ValueError(f"{name} must be strictly increasing, got {values!r}")
     return tuple(result)
 
@@ -330,7 +331,7 @@ def sgdr_schedule(
 
     def growing_periods(s, m, dt):
         t = s.astype(dt)
-        start = lambda k: P * (m**k - 1.0) / (m - 1.0)  # noqa: E731
+        start = lambda k: P * (m**k - 1.0) / (m - 1.0)
         i = jnp.floor(jnp.log1p(t * (m - 1.0) / P) / jnp.log(m))
         i = jnp.maximum(jnp.where(t < start(i), i - 1.0, i), 0.0)
         i = jnp.where(t >= start(i + 1.0), i + 1.0, i)
@@ -447,7 +448,7 @@ def plot_schedules(schedules: Mapping[str, Schedule], num_steps: int, ax: Any = 
     for label, s in schedules.items():
         try:
             values = jax.vmap(s)(jnp.asarray(steps, jnp.int32))
-        except Exception:  # noqa: BLE001 - a Python-only schedule; its own error resurfaces below
+        except Exception:
             values = [s(int(k)) for k in steps]
         ax.plot(steps, np.asarray(values, dtype=float), label=str(label))
     ax.set_xlabel("step")

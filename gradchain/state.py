@@ -258,7 +258,7 @@ def _array_repr(x: Any) -> str:
     if shape == () and not isinstance(x, jax.core.Tracer) and isinstance(x, (jax.Array, np.ndarray, np.generic)):
         try:
             value = np.asarray(x).item()
-        except Exception:  # noqa: BLE001 - a deleted or non-addressable buffer: show its type
+        except Exception:
             return f"{short}[]"
         return f"{value:.4g}" if isinstance(value, float) else repr(value)
     return f"{short}[{','.join(map(str, shape))}]"

@@ -44,7 +44,7 @@ def image(
     must lie in [0, 1] (NaN is rejected too).
     """
     if not isinstance(x, (jax.Array, np.ndarray)):
-        if isinstance(x, (list, tuple)) or isinstance(x, numbers.Number):
+        if isinstance(x, (list, tuple, numbers.Number)):
             x = np.asarray(x)
         else:
             raise TypeError(

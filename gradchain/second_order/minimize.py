@@ -42,9 +42,9 @@ import numpy as np
 
 from gradchain.second_order._common import check_fun, check_positive, flat_objective
 from gradchain.second_order._step import Method, resolve_linesearch, safe_direction
-from gradchain.second_order.linesearch import Backtracking, StrongWolfe
 from gradchain.second_order.bfgs import BFGSMethod, bfgs
 from gradchain.second_order.lbfgs import LBFGSMethod, lbfgs
+from gradchain.second_order.linesearch import Backtracking, StrongWolfe
 from gradchain.second_order.newton import NewtonMethod, newton
 
 __all__ = [

@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 
 from gradchain import hyper
-from gradchain.core import GradientTransformation, EmptyState, chain, identity
+from gradchain.core import EmptyState, GradientTransformation, chain, identity
 from gradchain.transforms._base import cast_like, transformation
 
 
