@@ -20,12 +20,13 @@ program.  A schedule is evaluated at the transformation's own step count.
 from __future__ import annotations
 
 import numbers
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, TypeGuard
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.core import Tracer
 
 Schedule = Callable[[Any], Any]
 Hyperparameter = float | int | jax.Array | np.ndarray | Schedule
@@ -76,7 +77,7 @@ def _interval(low, high, low_open, high_open) -> str:
 def check_value(name, value, low=None, high=None, low_open=False, high_open=False) -> None:
     """Check a concrete real number or array (not a schedule); traced values pass unchecked."""
     value = unwrap(value)
-    if isinstance(value, jax.core.Tracer):
+    if isinstance(value, Tracer):
         return
     allowed = "a real number, a JAX array or a schedule (step -> value)"
     if isinstance(value, (bool, np.bool_)) or not isinstance(
@@ -125,7 +126,7 @@ def next_value(value: Hyperparameter, stored: jax.Array, count: jax.Array) -> ja
     return stored
 
 
-def _is_schedule(value: Any) -> bool:
+def _is_schedule(value: Any) -> TypeGuard[Schedule]:
     return callable(value) and not isinstance(value, (jax.Array, np.ndarray))
 
 
@@ -144,9 +145,9 @@ def increment(count: jax.Array) -> jax.Array:
 # wrappers, Optax states mixed in.
 
 
-def _walk(state: Any):
+def _walk(state: Any) -> Iterator[Any]:
     """Yield every state node that carries a ``hyperparams`` dict."""
-    if isinstance(state, tuple) and hasattr(state, "_fields"):
+    if _is_named_tuple(state):
         if "hyperparams" in state._fields and isinstance(state.hyperparams, dict):
             yield state
         for field in state._fields:
@@ -193,8 +194,12 @@ def set_hyperparams(state: Any, **values: Any) -> Any:
     return _replace(state, values)
 
 
+def _is_named_tuple(state: Any) -> TypeGuard[Any]:
+    return isinstance(state, tuple) and hasattr(state, "_fields")
+
+
 def _replace(state: Any, values: dict[str, Any]) -> Any:
-    if isinstance(state, tuple) and hasattr(state, "_fields"):
+    if _is_named_tuple(state):
         changes = {field: _replace(getattr(state, field), values) for field in state._fields}
         if "hyperparams" in state._fields and isinstance(state.hyperparams, dict):
             changes["hyperparams"] = {

@@ -323,7 +323,7 @@ def sgdr_schedule(
     _value("end_value", end_value)
     _value("decay", decay, low=0.0, low_open=True)
     static_one = isinstance(t_mult, numbers.Real) and t_mult == 1
-    static_more = isinstance(t_mult, numbers.Real) and t_mult > 1
+    static_more = isinstance(t_mult, numbers.Real) and float(t_mult) > 1
 
     def constant_periods(s, dt):
         i = s // P

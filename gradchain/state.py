@@ -25,6 +25,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.core import Tracer
 
 from gradchain import hyper
 from gradchain.multi_tensor import MultiTensorState, Packed
@@ -255,7 +256,7 @@ def _array_repr(x: Any) -> str:
     dtype = np.dtype(x.dtype).name if hasattr(x, "dtype") else type(x).__name__
     short = _DTYPE_SHORT.get(dtype, dtype)
     shape = tuple(getattr(x, "shape", ()))
-    if shape == () and not isinstance(x, jax.core.Tracer) and isinstance(x, (jax.Array, np.ndarray, np.generic)):
+    if shape == () and not isinstance(x, Tracer) and isinstance(x, (jax.Array, np.ndarray, np.generic)):
         try:
             value = np.asarray(x).item()
         except Exception:

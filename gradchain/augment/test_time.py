@@ -110,4 +110,5 @@ def tta_predict(
         probs = jax.nn.softmax(logits.astype(jnp.promote_types(logits.dtype, jnp.float32)), axis=-1)
         probs = probs.reshape(n, views, -1).mean(axis=1)
         total = probs if total is None else total + probs
+    assert total is not None  # scales is non-empty (checked above)
     return total / len(scales)

@@ -20,7 +20,7 @@ explicitly.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import jax
 import jax.numpy as jnp
@@ -47,7 +47,7 @@ def _selected_leaves(fn: str, params: Any, mask: Mask | Callable[[Any], Mask]) -
 def _total(leaves: list[jax.Array], term: Callable[[jax.Array], jax.Array]) -> jax.Array:
     if not leaves:
         return jnp.zeros((), jnp.result_type(float))
-    return sum(jnp.sum(term(jnp.asarray(w))) for w in leaves)
+    return cast(jax.Array, sum(jnp.sum(term(jnp.asarray(w))) for w in leaves))
 
 
 def l2_penalty(params: Any, l2: Any, mask: Mask | Callable[[Any], Mask] = decay_mask) -> jax.Array:

@@ -190,7 +190,7 @@ class LBFGSTransformState(NamedTuple):
     ``nfev`` counts evaluations of ``fun`` (value and gradient) made by the transformation.
     """
 
-    count: jax.Array
+    count: jax.Array  # pyright: ignore[reportIncompatibleMethodOverride] - a field, as in Optax
     x: jax.Array
     value: jax.Array
     grad: jax.Array

@@ -39,6 +39,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.core import Tracer
 
 from gradchain.second_order._common import check_fun, check_positive, flat_objective
 from gradchain.second_order._step import Method, resolve_linesearch, safe_direction
@@ -111,7 +112,7 @@ class MinimizeResult(NamedTuple):
 
     @property
     def message(self) -> str | list[str]:
-        if isinstance(self.status, jax.core.Tracer):
+        if isinstance(self.status, Tracer):
             raise TypeError("message needs a concrete status: read it outside jit (or return result.status)")
         codes = np.asarray(self.status)
         if codes.ndim == 0:

@@ -32,24 +32,24 @@ from gradchain.transforms._base import cast_like, transformation
 
 
 class MomentState(NamedTuple):
-    count: jax.Array
+    count: jax.Array  # pyright: ignore[reportIncompatibleMethodOverride] - a field, as in Optax
     hyperparams: dict
     moment: Any  # a pytree like the parameters
 
 
 class AccumulateSquaresState(NamedTuple):
-    count: jax.Array
+    count: jax.Array  # pyright: ignore[reportIncompatibleMethodOverride] - a field, as in Optax
     hyperparams: dict
     sum_of_squares: Any  # a pytree like the parameters
 
 
 class BiasCorrectionState(NamedTuple):
-    count: jax.Array
+    count: jax.Array  # pyright: ignore[reportIncompatibleMethodOverride] - a field, as in Optax
     hyperparams: dict
 
 
 class RatioState(NamedTuple):
-    count: jax.Array
+    count: jax.Array  # pyright: ignore[reportIncompatibleMethodOverride] - a field, as in Optax
     hyperparams: dict
     numerator: Any
     denominator: Any
@@ -151,7 +151,7 @@ def accumulate_squares(*, dtype: Any = None, initial_value: float = 0.0) -> Grad
 
 
 class VarianceState(NamedTuple):
-    count: jax.Array
+    count: jax.Array  # pyright: ignore[reportIncompatibleMethodOverride] - a field, as in Optax
     hyperparams: dict
     mean: Any  # a pytree like the parameters
     second_moment: Any  # a pytree like the parameters
@@ -191,7 +191,7 @@ def variance(decay: hyper.Hyperparameter, *, dtype: Any = None, name: str = "dec
 
 
 class ShiftState(NamedTuple):
-    count: jax.Array
+    count: jax.Array  # pyright: ignore[reportIncompatibleMethodOverride] - a field, as in Optax
     hyperparams: dict
 
 

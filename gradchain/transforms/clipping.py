@@ -13,7 +13,7 @@ from gradchain.transforms._base import cast_like, transformation
 
 
 class ClipState(NamedTuple):
-    count: jax.Array
+    count: jax.Array  # pyright: ignore[reportIncompatibleMethodOverride] - a field, as in Optax
     hyperparams: dict
 
 

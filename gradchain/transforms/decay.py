@@ -26,7 +26,7 @@ from gradchain.transforms.wrappers import masked
 
 
 class DecayState(NamedTuple):
-    count: jax.Array
+    count: jax.Array  # pyright: ignore[reportIncompatibleMethodOverride] - a field, as in Optax
     hyperparams: dict
 
 

@@ -26,7 +26,7 @@ from gradchain.transforms._base import cast_like, transformation
 
 
 class ScaleByMomentumState(NamedTuple):
-    count: jax.Array
+    count: jax.Array  # pyright: ignore[reportIncompatibleMethodOverride] - a field, as in Optax
     hyperparams: dict
     velocity: object  # a pytree like the parameters
 

@@ -12,7 +12,7 @@ from gradchain.transforms._base import cast_like, transformation
 
 
 class ScaleState(NamedTuple):
-    count: jax.Array
+    count: jax.Array  # pyright: ignore[reportIncompatibleMethodOverride] - a field, as in Optax
     hyperparams: dict
 
 

@@ -8,6 +8,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.core import Tracer
 
 from gradchain.core import (
     GradientTransformation,
@@ -61,7 +62,7 @@ def _as_bool(flag: Any) -> bool:
     if isinstance(flag, (np.bool_, np.ndarray, jax.Array)) and jnp.shape(flag) == () and (
         jnp.result_type(flag) == jnp.bool_
     ):
-        if isinstance(flag, jax.core.Tracer):
+        if isinstance(flag, Tracer):
             raise TypeError(
                 "mask leaves must be concrete (known when the step is traced): got a traced "
                 "boolean; build the mask from the parameters' structure, outside jit"
