@@ -65,6 +65,7 @@ from gradchain.second_order.minimize import (
 )
 from gradchain.second_order.minimize import (
     NONFINITE as NONFINITE,
+    SMALL_DECREASE as SMALL_DECREASE,
 )
 from gradchain.second_order.minimize import (
     STATUS_MESSAGES,
