@@ -6,11 +6,14 @@ below plus each star-imported subpackage's own ``__all__`` (a new subpackage joi
 ``from gradchain.sub import *`` line and one ``__all__ += sub.__all__`` line).
 """
 
-from gradchain import augment, flat  # namespaces: gc.augment.resize, gc.flat.ravel
-from gradchain import regularizers as _regularizers
-from gradchain import schedules as _schedules
-from gradchain import second_order as _second_order
-from gradchain import transforms as _transforms
+from gradchain import (  # namespaces: gc.augment.resize, gc.flat.ravel
+    augment,
+    flat,
+    regularizers as _regularizers,
+    schedules as _schedules,
+    second_order as _second_order,
+    transforms as _transforms,
+)
 from gradchain.core import (
     EmptyState,
     GradientTransformation,
@@ -20,8 +23,8 @@ from gradchain.core import (
     Updates,
     apply_updates,
     chain,
+    identity as identity,
 )
-from gradchain.core import identity as identity
 from gradchain.hyper import Hyperparameter, Schedule, get_hyperparams, set_hyperparams
 from gradchain.multi_tensor import MultiTensorState, Packed, multi_tensor
 from gradchain.optimizers import adagrad, adam, adamw, nadam, rmsprop, sgd

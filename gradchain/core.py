@@ -130,14 +130,27 @@ def chain(*transforms: GradientTransformation) -> GradientTransformationExtraArg
 
 
 def apply_updates(params: Params, updates: Updates) -> Params:
-    """Return ``params + updates``, leaf by leaf, keeping each parameter's dtype."""
-    check_same_structure(updates, params, name="updates", reference_name="params")
-    return jax.tree.map(
-        lambda p, u: None if p is None else jnp.asarray(p + u).astype(jnp.asarray(p).dtype),
-        params,
-        updates,
-        is_leaf=lambda x: x is None,
-    )
+    """Return ``params + updates``, leaf by leaf, keeping each parameter's dtype.
+
+    Args:
+      params: a pytree of arrays (a leaf that is not an array, such as an Equinox model's
+        activation function, is kept when its update is ``None``).
+      updates: the optimizer's output, with the structure of ``params`` (``None`` where a leaf
+        has no update).
+
+    Returns:
+      The new parameters, with the structure and dtypes of ``params``.
+    """
+    is_none = lambda x: x is None
+    if jax.tree.structure(updates, is_leaf=is_none) != jax.tree.structure(params, is_leaf=is_none):
+        check_same_structure(updates, params, name="updates", reference_name="params")
+    return jax.tree.map(_apply_leaf, params, updates, is_leaf=is_none)
+
+
+def _apply_leaf(p: Any, u: Any) -> Any:
+    if p is None or u is None:
+        return p
+    return jnp.asarray(p + u).astype(jnp.asarray(p).dtype)
 
 
 def check_same_structure(tree: Any, reference: Any, *, name: str, reference_name: str) -> None:

@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 
 import gradchain as gc
-from gradchain import augment as A
-from gradchain import tuning
+from gradchain import augment as A, tuning
 
 P = {"w": jnp.ones((2, 3)), "b": jnp.zeros(3)}
 KEY = jax.random.PRNGKey(0)

@@ -16,8 +16,7 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 
-from gradchain.augment import _checks
-from gradchain.augment import geometric as _geo
+from gradchain.augment import _checks, geometric as _geo
 
 __all__ = ["RESNET_SCALES", "ten_crops", "tta_predict"]
 

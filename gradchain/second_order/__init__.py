@@ -15,67 +15,39 @@ don't forget to disable all sources of noise)" — as pure, jit-compiled JAX:
 Reference: J. Nocedal and S. J. Wright, *Numerical Optimization*, 2nd ed., Springer 2006.
 """
 
-from gradchain.second_order.bfgs import BFGSMethod as BFGSMethod
-from gradchain.second_order.bfgs import BFGSState as BFGSState
-from gradchain.second_order.bfgs import bfgs
+from gradchain.second_order.bfgs import BFGSMethod as BFGSMethod, BFGSState as BFGSState, bfgs
 from gradchain.second_order.lbfgs import (
     LBFGSMethod as LBFGSMethod,
-)
-from gradchain.second_order.lbfgs import (
     LBFGSState as LBFGSState,
-)
-from gradchain.second_order.lbfgs import (
     LBFGSTransformState,
     lbfgs,
     lbfgs_transform,
 )
 from gradchain.second_order.linesearch import (
     LS_MAX_EVALS as LS_MAX_EVALS,
-)
-from gradchain.second_order.linesearch import (
     LS_MAX_STEP as LS_MAX_STEP,
-)
-from gradchain.second_order.linesearch import (
     LS_NOT_DESCENT as LS_NOT_DESCENT,
-)
-from gradchain.second_order.linesearch import (
     LS_ROUNDING as LS_ROUNDING,
-)
-from gradchain.second_order.linesearch import (
     LS_SUCCESS as LS_SUCCESS,
-)
-from gradchain.second_order.linesearch import (
     Backtracking,
     LineSearchResult,
+    LineSearchState as LineSearchState,
     StrongWolfe,
     backtracking,
     strong_wolfe,
 )
-from gradchain.second_order.linesearch import (
-    LineSearchState as LineSearchState,
-)
 from gradchain.second_order.minimize import (
     CONVERGED as CONVERGED,
-)
-from gradchain.second_order.minimize import (
     LINESEARCH_FAILED as LINESEARCH_FAILED,
-)
-from gradchain.second_order.minimize import (
     MAX_ITER as MAX_ITER,
-)
-from gradchain.second_order.minimize import (
     NONFINITE as NONFINITE,
     SMALL_DECREASE as SMALL_DECREASE,
-)
-from gradchain.second_order.minimize import (
     STATUS_MESSAGES,
     MinimizeHistory,
     MinimizeResult,
     minimize,
 )
-from gradchain.second_order.newton import NewtonMethod as NewtonMethod
-from gradchain.second_order.newton import NewtonState as NewtonState
-from gradchain.second_order.newton import newton
+from gradchain.second_order.newton import NewtonMethod as NewtonMethod, NewtonState as NewtonState, newton
 
 # The top-level ``gradchain`` re-exports these; the status and line-search codes and the method
 # and state classes stay importable from ``gradchain.second_order``.
