@@ -421,7 +421,7 @@ def batch_scaled(
 
 
 def plot_schedules(schedules: Mapping[str, Schedule], num_steps: int, ax: Any = None) -> Any:
-    """Draw each schedule of ``{label: schedule}`` over steps ``0 .. num_steps - 1``.
+    """Draw each schedule of ``{label: schedule}`` over the steps 0 to ``num_steps - 1``.
 
     Draws on ``ax`` if given, otherwise on a new figure; returns the matplotlib ``Axes``
     (``ax.figure`` is its figure).  Schedules are evaluated with ``jax.vmap`` over the steps,

@@ -182,7 +182,7 @@ def minimize(
         ``f`` by at most ``ftol · max(|f_k|, |f_k+1|, 1)``: scipy's ``ftol`` of L-BFGS-B
         (its default is ``2.2e-9``).  ``None`` (default): only the gradient test.
       max_iter: at most this many iterations (a positive int).
-      norm: the gradient norm of the stopping test: ``"inf"`` (max |∂f/∂x_i|, as scipy's
+      norm: the gradient norm of the stopping test: ``"inf"`` (max ``|∂f/∂x_i|``, as scipy's
         ``pgtol`` in L-BFGS-B) or ``2`` (Euclidean, as ``optax.tree_l2_norm``).
       linesearch: ``"wolfe"`` (strong Wolfe, default for L-BFGS and BFGS), ``"backtracking"``
         (Armijo, default for Newton), or a configured search: ``StrongWolfe(c1=1e-4, c2=0.9,
