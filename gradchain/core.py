@@ -108,6 +108,19 @@ def chain(*transforms: GradientTransformation) -> GradientTransformationExtraArg
     ``update`` beyond ``params`` (``value=`` for ``optax.contrib.reduce_on_plateau``, curvature
     statistics for K-FAC) reach every inner transformation whose ``update`` accepts them by name
     or through ``**kwargs``; the others never see them (see :func:`accepted_extra_args`).
+
+    Args:
+      *transforms: gradient transformations (gradchain's or Optax's), applied left to right.
+
+    Returns:
+      A :class:`GradientTransformationExtraArgs` whose state is the tuple of the inner states.
+
+    Example:
+      >>> import jax.numpy as jnp, gradchain as gc
+      >>> tx = gc.chain(gc.clip(1.0), gc.scale(-0.5))
+      >>> updates, _ = tx.update(jnp.array([3.0, -0.2]), tx.init(jnp.zeros(2)))
+      >>> updates
+      Array([-0.5,  0.1], dtype=float32)
     """
     _check_transformations("transforms", transforms)
 

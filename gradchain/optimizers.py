@@ -62,6 +62,14 @@ def sgd(
     Returns:
       A gradient transformation; without momentum its state holds only the learning rate, and a
       tree leaf that is not an array (an Equinox activation function) passes through.
+
+    Example:
+      >>> import jax.numpy as jnp, gradchain as gc
+      >>> tx = gc.sgd(0.5, momentum=0.9)
+      >>> state = tx.init(jnp.zeros(2))
+      >>> updates, state = tx.update(jnp.array([1.0, 2.0]), state)
+      >>> updates
+      Array([-0.5, -1. ], dtype=float32)
     """
     if momentum is None:
         momentum = 0.0
@@ -196,6 +204,17 @@ def adam(
     Returns:
       A gradient transformation; ``get_hyperparams(state)`` reads ``learning_rate``, ``b1``,
       ``b2`` and ``eps``, each stored once.
+
+    Example:
+      >>> import jax.numpy as jnp, gradchain as gc
+      >>> tx = gc.adam(0.1)
+      >>> params = {"w": jnp.array([1.0, -1.0])}
+      >>> state = tx.init(params)
+      >>> updates, state = tx.update({"w": jnp.array([0.5, -2.0])}, state, params)
+      >>> gc.apply_updates(params, updates)["w"].round(4)  # the first Adam step is lr * sign(g)
+      Array([ 0.9, -0.9], dtype=float32)
+      >>> int(gc.tree_get(state, "count")), float(gc.tree_get(state, "b2"))
+      (1, 0.9990000128746033)
     """
     values = {"learning_rate": learning_rate, "b1": b1, "b2": b2, "eps": eps, "eps_root": eps_root}
     return _front(

@@ -427,12 +427,6 @@ def plot_schedules(schedules: Mapping[str, Schedule], num_steps: int, ax: Any = 
     (``ax.figure`` is its figure).  Schedules are evaluated with ``jax.vmap`` over the steps,
     falling back to one Python call per step for schedules that cannot be traced.
     """
-    try:
-        import matplotlib.pyplot as plt
-    except ImportError as err:
-        raise ImportError(
-            "plot_schedules needs matplotlib, an optional dependency: pip install gradchain[plot]"
-        ) from err
     if not isinstance(schedules, Mapping):
         raise TypeError(
             f"schedules must be a dict {{label: schedule}}, got {schedules!r} "
@@ -441,6 +435,12 @@ def plot_schedules(schedules: Mapping[str, Schedule], num_steps: int, ax: Any = 
     for label, s in schedules.items():
         _schedule(f"schedules[{label!r}]", s)
     num_steps = _positive_int("num_steps", num_steps)
+    try:  # after the checks: a bad call says what is wrong even without matplotlib
+        import matplotlib.pyplot as plt
+    except ImportError as err:
+        raise ImportError(
+            "plot_schedules needs matplotlib, an optional dependency: pip install gradchain[plot]"
+        ) from err
 
     if ax is None:
         _, ax = plt.subplots(figsize=(7, 4))

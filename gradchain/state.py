@@ -72,6 +72,12 @@ def tree_get(state: Any, key: str, default: Any = None) -> Any:
 
     Raises:
       KeyError: several different fields have that name (the message lists their paths).
+
+    Example:
+      >>> import jax.numpy as jnp, gradchain as gc
+      >>> state = gc.adam(1e-3).init({"w": jnp.zeros((3, 2))})
+      >>> float(gc.tree_get(state, "learning_rate")), int(gc.tree_get(state, "count"))
+      (0.0010000000474974513, 0)
     """
     hyperparams = hyper.get_hyperparams(state)
     if key in hyperparams:
@@ -157,6 +163,17 @@ def reset_state(state: Any) -> Any:
 
     Returns:
       The reset state, with the structure, dtypes and shapes of ``state``.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, gradchain as gc
+      >>> tx = gc.adam(0.1)
+      >>> params = jnp.ones(2)
+      >>> _, state = tx.update(jnp.ones(2), tx.init(params), params)
+      >>> fresh = gc.reset_state(state)
+      >>> int(gc.tree_get(fresh, "count")), float(gc.tree_get(fresh, "learning_rate"))
+      (0, 0.10000000149011612)
+      >>> jax.tree.map(jnp.zeros_like, state) is not None  # Optax's idiom: zeroes lr too
+      True
     """
     if _is_named_tuple(state):
         changes = {}

@@ -363,7 +363,7 @@ def test_schedule_as_learning_rate_under_vmap_population():
 
 
 def test_plot_schedules_draws_one_line_per_schedule():
-    import matplotlib
+    matplotlib = pytest.importorskip("matplotlib")
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
