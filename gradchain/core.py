@@ -78,7 +78,11 @@ class EmptyState(NamedTuple):
 
 
 def identity() -> GradientTransformation:
-    """Pass updates through unchanged."""
+    """Pass updates through unchanged.
+
+    Returns:
+      A transformation with state ``EmptyState()``.
+    """
 
     def init(params):
         del params

@@ -166,6 +166,19 @@ def get_hyperparams(state: Any) -> dict[str, jax.Array]:
     Each value is the one the next update will use (for a schedule: the schedule at the next
     step).  A name that occurs in several places (Adam's ``b2``) is reported once; use distinct
     names (the ``name=`` argument of the transforms) to tell two occurrences apart.
+
+    Args:
+      state: an optimizer state (gradchain's, Optax's mixed in, or Flax NNX's wrapped one).
+
+    Returns:
+      ``{name: JAX scalar or array}``, in the order the state nests them; NNX ``OptArray`` values are
+      unwrapped, so ``f"{v:.3g}"`` works.
+
+    Example:
+      >>> import jax.numpy as jnp, gradchain as gc
+      >>> state = gc.sgd(0.1, momentum=0.9).init(jnp.zeros(2))
+      >>> {k: round(float(v), 3) for k, v in gc.get_hyperparams(state).items()}
+      {'momentum': 0.9, 'learning_rate': 0.1}
     """
     result: dict[str, jax.Array] = {}
     for node in _walk(state):
@@ -181,6 +194,16 @@ def set_hyperparams(state: Any, **values: Any) -> Any:
     shape, so a jit-compiled step is not retraced and computes exactly what an optimizer built
     with that value would.  A hyperparameter driven by a schedule is recomputed from the schedule
     at the next update, so setting it has no lasting effect.
+
+    Args:
+      state: an optimizer state.
+      **values: ``name=value`` for hyperparameters the state holds.
+
+    Returns:
+      The new state (the old one is unchanged).
+
+    Raises:
+      ValueError: a name the state does not hold, or a non-finite value.
     """
     known = {name for node in _walk(state) for name in node.hyperparams}
     unknown = sorted(set(values) - known)

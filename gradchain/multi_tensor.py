@@ -118,6 +118,10 @@ def multi_tensor(
       min_leaves: pack only when at least this many leaves are packable; smaller trees pass
         through unchanged (the state then holds ``inner``'s plain state).  ``min_leaves=1``
         always packs; ``max_leaf_size=0`` never does.
+
+    Returns:
+      A :class:`~gradchain.GradientTransformationExtraArgs` (extra ``update`` arguments reach
+      ``inner``) with state ``MultiTensorState(inner, slots)``.
     """
     if not (callable(getattr(inner, "init", None)) and callable(getattr(inner, "update", None))):
         raise TypeError(f"inner must be a gradient transformation, got {inner!r}")

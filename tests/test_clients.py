@@ -170,6 +170,9 @@ def test_equinox_unfiltered_model_with_sgd_passes_functions_through():
         ref_updates, ref_state = ref.update(grads, ref_state)
         reference = eqx.apply_updates(reference, ref_updates)
     assert max_diff(eqx.filter(ours, eqx.is_array), eqx.filter(reference, eqx.is_array)) == 0.0
+    # gc.apply_updates keeps the activation functions too
+    same = gc.apply_updates(model, tx.update(grads, tx.init(model), model)[0])
+    assert same.activation is model.activation
 
 
 def test_equinox_unfiltered_model_with_adam_says_what_to_do():

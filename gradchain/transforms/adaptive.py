@@ -215,7 +215,16 @@ def shift(value: hyper.Hyperparameter, *, name: str = "shift") -> GradientTransf
 
 def bias_correction(decay: hyper.Hyperparameter, *, name: str = "decay") -> GradientTransformation:
     """Divide by ``1 - β^t`` at the t-th update (t = 1, 2, ...), undoing the zero start of an
-    exponential moving average with decay β (Kingma & Ba 2015, Alg. 1)."""
+    exponential moving average with decay β (Kingma & Ba 2015, Alg. 1).
+
+    Args:
+      decay: β in [0, 1), the decay of the average this follows.
+      name: key of β in ``get_hyperparams``.
+
+    Returns:
+      A transformation with state ``BiasCorrectionState(count, hyperparams)``.  (Adam uses
+      ``moment(..., debias=True)`` instead, which stores β once.)
+    """
     hyper.check(name, decay, low=0.0, high=1.0, high_open=True)
 
     def step(updates, buffers, params, count, decay):
@@ -257,6 +266,14 @@ def ratio(
     Both transforms receive the same incoming updates ``g``; their outputs are divided leaf by
     leaf.  This is how the lecture's adaptive methods read: a statistic of the gradient over a
     normaliser of the same gradient, with ``eps`` (> 0) outside the square root.
+
+    Args:
+      numerator: a transformation (``identity()`` for the raw gradient).
+      denominator: a transformation of the same gradient.
+      eps: > 0, added to the denominator.
+
+    Returns:
+      A transformation with state ``RatioState(count, hyperparams, numerator, denominator)``.
     """
     hyper.check("eps", eps, low=0.0, low_open=True)
     for arg, tx in (("numerator", numerator), ("denominator", denominator)):

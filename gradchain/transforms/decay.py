@@ -37,8 +37,13 @@ def _maybe_masked(tx: GradientTransformation, mask) -> GradientTransformation:
 def add_decayed_weights(weight_decay: hyper.Hyperparameter = 1e-4, mask=None) -> GradientTransformation:
     """``u <- u + weight_decay · w`` (decoupled weight decay when placed after the scaling).
 
-    ``mask``: which leaves decay (see :func:`gradchain.masked`; :func:`gradchain.decay_mask`
-    excludes biases and norm scales).  Default: every leaf, as in torch and Optax.
+    Args:
+      weight_decay: ≥ 0, a number, an array or a schedule.
+      mask: which leaves decay (see :func:`gradchain.masked`; :func:`gradchain.decay_mask`
+        excludes biases and norm scales).  Default: every leaf, as in torch and Optax.
+
+    Returns:
+      A transformation that needs ``params`` in ``update``.
     """
     hyper.check("weight_decay", weight_decay, low=0.0)
 
@@ -52,7 +57,16 @@ def add_decayed_weights(weight_decay: hyper.Hyperparameter = 1e-4, mask=None) ->
 def add_elastic_net_penalty(
     l1: hyper.Hyperparameter = 0.0, l2: hyper.Hyperparameter = 0.0, mask=None
 ) -> GradientTransformation:
-    """``u <- u + l1 · sign(w) + 2 · l2 · w``: the gradient of ``l1·Σ|w| + l2·Σw²``."""
+    """``u <- u + l1 · sign(w) + 2 · l2 · w``: the gradient of ``l1·Σ|w| + l2·Σw²``.
+
+    Args:
+      l1: ≥ 0, the L1 coefficient.
+      l2: ≥ 0, the L2 coefficient (the lecture's ``l2 · Σ w²``, gradient ``2 · l2 · w``).
+      mask: which leaves are penalised (see :func:`gradchain.masked`); default: all.
+
+    Returns:
+      A transformation that needs ``params`` in ``update``.
+    """
     hyper.check("l1", l1, low=0.0)
     hyper.check("l2", l2, low=0.0)
 

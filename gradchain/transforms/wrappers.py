@@ -81,9 +81,16 @@ def _select(tree: Any, mask: Any) -> Any:
 def masked(inner: GradientTransformation, mask: Mask | Callable[[Any], Mask]) -> GradientTransformation:
     """Apply ``inner`` only to the leaves where ``mask`` is ``True``; pass the others through.
 
-    ``mask`` is a pytree of bools with the structure of the parameters (or a prefix of it: one
-    bool for a whole sub-tree), or a function ``params -> mask`` such as :func:`decay_mask`.
-    The inner state only holds the selected leaves.
+    Args:
+      inner: the transformation to apply (gradchain's or Optax's).
+      mask: a pytree of bools (Python, ``np.bool_`` or boolean scalar arrays) with the
+        structure of the parameters (or a prefix of it: one bool for a whole sub-tree), or a
+        function ``params -> mask`` such as :func:`decay_mask`.
+
+    Returns:
+      A :class:`~gradchain.GradientTransformationExtraArgs` (extra ``update`` arguments reach
+      ``inner``) with state ``MaskedState(inner_state)``; the inner state only holds the
+      selected leaves.
     """
 
     def init(params):
@@ -126,6 +133,15 @@ def apply_if_finite(
     batch loses nothing.  The state counts skips in a row and in total.  With
     ``max_consecutive_errors=N``, after N skips in a row the guard gives up: the next non-finite
     step is applied, so the failure shows in the parameters instead of training silently stalling.
+
+    Args:
+      inner: the transformation to guard.
+      max_consecutive_errors: ``None`` (never give up) or an int ≥ 0.
+
+    Returns:
+      A :class:`~gradchain.GradientTransformationExtraArgs` with state
+      ``ApplyIfFiniteState(consecutive_nonfinite, total_nonfinite, last_finite, inner_state)``
+      (Optax's fields are ``notfinite_count``, ``last_finite``, ``total_notfinite``).
     """
     if max_consecutive_errors is not None and (
         not isinstance(max_consecutive_errors, int)
