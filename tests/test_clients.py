@@ -315,3 +315,38 @@ def test_porting_gaps_match_optax(ours, theirs, tol):
 def test_accumulator_dtype_sets_the_buffer_dtype():
     _, state = run(gc.sgd(0.1, 0.9, accumulator_dtype=jnp.bfloat16), P, G, steps=1)
     assert {leaf.dtype for leaf in jax.tree.leaves(gc.tree_get(state, "velocity"))} == {jnp.dtype(jnp.bfloat16)}
+
+
+# --- Flax Linen (the examples/mnist train step) ------------------------------------------------
+
+
+def test_flax_linen_train_state_step_matches_optax():
+    nn = pytest.importorskip("flax.linen")
+    from flax.training import train_state
+
+    class MLP(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            return nn.Dense(3)(nn.relu(nn.Dense(8)(x)))
+
+    x = jnp.linspace(-1, 1, 20).reshape(5, 4)
+    labels = jnp.array([0, 1, 2, 1, 0])
+    model = MLP()
+    params = model.init(jax.random.PRNGKey(0), x)["params"]
+
+    @jax.jit
+    def train_step(state):
+        def loss_fn(p):
+            logits = state.apply_fn({"params": p}, x)
+            return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+
+        return state.apply_gradients(grads=jax.grad(loss_fn)(state.params))
+
+    def train(tx):
+        state = train_state.TrainState.create(apply_fn=model.apply, params=params, tx=tx)
+        for _ in range(5):
+            state = train_step(state)
+        return state.params
+
+    assert max_diff(train(gc.sgd(0.1, momentum=0.9)), train(optax.sgd(0.1, momentum=0.9))) == 0.0
+    assert max_diff(train(gc.adam(1e-2, eps=1e-8)), train(optax.adam(1e-2))) < 1e-6

@@ -18,7 +18,7 @@ def block_1() -> None:  # README.md line 25
         return gc.apply_updates(params, updates), state
 
 
-def block_2() -> None:  # README.md line 78
+def block_2() -> None:  # README.md line 82
     import jax, jax.numpy as jnp
     import gradchain as gc
 
@@ -42,7 +42,7 @@ def block_2() -> None:  # README.md line 78
     flat, state = step(flat, state, layout, batch)
 
 
-def block_3() -> None:  # README.md line 120
+def block_3() -> None:  # README.md line 124
     import jax, jax.numpy as jnp
     import gradchain as gc
 
@@ -58,14 +58,14 @@ def block_3() -> None:  # README.md line 120
     state = gc.reset_state(state)   # zero counts and moments, keep the hyperparameters (not jax.tree.map(jnp.zeros_like, ...))
 
 
-def block_4() -> None:  # README.md line 155
+def block_4() -> None:  # README.md line 159
     import gradchain as gc
 
     lr = gc.warmup(gc.cosine_schedule(0.1, decay_steps=9_000), warmup_steps=1_000)
     tx = gc.sgd(lr, momentum=0.9)
 
 
-def block_5() -> None:  # README.md line 191
+def block_5() -> None:  # README.md line 195
     from functools import partial
 
     import jax
@@ -86,7 +86,7 @@ def block_5() -> None:  # README.md line 191
     probs = A.tta_predict(model_fn, A.sample_images(), scales=(256, 384))  # (2, 10)
 
 
-def block_6() -> None:  # README.md line 221
+def block_6() -> None:  # README.md line 225
     import jax.numpy as jnp
     import gradchain as gc
 
