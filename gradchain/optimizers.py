@@ -323,7 +323,10 @@ def adamw(
 
 
 def _is_arraylike(leaf: Any) -> bool:
-    return isinstance(leaf, (jax.Array, np.ndarray, np.generic, numbers.Number))
+    """An array, a number, or anything with a shape and a dtype (``jax.ShapeDtypeStruct``)."""
+    if isinstance(leaf, (jax.Array, np.ndarray, np.generic, numbers.Number)):
+        return True
+    return hasattr(leaf, "shape") and hasattr(leaf, "dtype")
 
 
 def _check_params(params: Any, optimizer: str, stateless: bool) -> None:
@@ -344,7 +347,7 @@ def _check_params(params: Any, optimizer: str, stateless: bool) -> None:
                 "with Equinox, `params = eqx.filter(model, eqx.is_array)` (and gradients from "
                 "`eqx.filter_grad`), then `eqx.apply_updates(model, updates)`"
             )
-        dtype = jnp.result_type(leaf)
+        dtype = leaf.dtype if hasattr(leaf, "dtype") else jnp.result_type(leaf)
         if not jnp.issubdtype(dtype, jnp.inexact):
             raise TypeError(
                 f"{optimizer}: parameter {where} has dtype {jnp.dtype(dtype).name}; a gradient "
