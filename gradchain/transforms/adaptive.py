@@ -243,7 +243,11 @@ _bias_correction = bias_correction  # scale_by_adam's flag of the same name shad
 
 
 def sqrt() -> GradientTransformation:
-    """Element-wise square root, ``u <- √u`` (turns a second moment into an RMS)."""
+    """Element-wise square root, ``u <- √u`` (turns a second moment into an RMS).
+
+    Returns:
+      A stateless transformation (state ``EmptyState()``).
+    """
 
     def init(params):
         del params

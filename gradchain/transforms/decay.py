@@ -82,10 +82,26 @@ def add_elastic_net_penalty(
 
 
 def add_l2_penalty(l2: hyper.Hyperparameter, mask=None) -> GradientTransformation:
-    """``u <- u + 2 · l2 · w``: the gradient of the lecture's L2 term ``l2 · Σ w²``."""
+    """``u <- u + 2 · l2 · w``: the gradient of the lecture's L2 term ``l2 · Σ w²``.
+
+    Args:
+      l2: ≥ 0.
+      mask: which leaves are penalised (see :func:`gradchain.masked`); default: all.
+
+    Returns:
+      ``add_elastic_net_penalty(0.0, l2, mask)``.
+    """
     return add_elastic_net_penalty(0.0, l2, mask)
 
 
 def add_l1_penalty(l1: hyper.Hyperparameter, mask=None) -> GradientTransformation:
-    """``u <- u + l1 · sign(w)``: the (sub)gradient of ``l1 · Σ |w|``."""
+    """``u <- u + l1 · sign(w)``: the (sub)gradient of ``l1 · Σ |w|``.
+
+    Args:
+      l1: ≥ 0.
+      mask: which leaves are penalised (see :func:`gradchain.masked`); default: all.
+
+    Returns:
+      ``add_elastic_net_penalty(l1, 0.0, mask)``.
+    """
     return add_elastic_net_penalty(l1, 0.0, mask)

@@ -40,6 +40,9 @@ def scale_by_momentum(
       momentum: ρ in [0, 1), the "friction"; 0.9 or 0.99 are typical.
       nesterov: use Nesterov's look-ahead form.
       dtype: dtype of the velocity buffer (default: that of each parameter).
+
+    Returns:
+      A transformation with state ``ScaleByMomentumState(count, hyperparams, velocity)``.
     """
     hyper.check("momentum", momentum, low=0.0, high=1.0, high_open=True)
     if not isinstance(nesterov, bool):

@@ -31,7 +31,14 @@ class MaskedState(NamedTuple):
 
 def decay_mask(params: Any) -> Any:
     """``True`` for weight matrices and kernels (``ndim >= 2``), ``False`` for biases and norm
-    scales (``ndim <= 1``): the usual rule for which leaves get weight decay."""
+    scales (``ndim <= 1``): the usual rule for which leaves get weight decay.
+
+    Args:
+      params: a pytree of arrays.
+
+    Returns:
+      A pytree of Python bools with the structure of ``params``.
+    """
     return jax.tree.map(lambda p: jnp.ndim(p) >= 2, params)
 
 
