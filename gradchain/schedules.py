@@ -129,7 +129,15 @@ def _float(x: Any) -> jax.Array:
 
 
 def constant_schedule(value: Number) -> Schedule:
-    """``α_t = value`` for every step."""
+    """``α_t = value`` for every step.
+
+    Args:
+      value: a finite number or array (traced under ``vmap``).
+
+    Returns:
+      A schedule ``step -> value`` (an int or an integer array, concrete or traced, in; an
+      array of the default float dtype out).
+    """
     _value("value", value)
 
     def schedule(step):
@@ -145,8 +153,18 @@ def step_schedule(init_value: Number, boundaries: Sequence[int], factor: Number 
     the new value applies *from* the boundary step on.  The ResNet recipe (He et al., CVPR 2016)
     is ``step_schedule(0.1, epochs_to_steps([30, 60, 90], steps_per_epoch), factor=0.1)``.
 
-    ``boundaries``: strictly increasing non-negative ints (steps, not epochs: see
-    :func:`epochs_to_steps`); may be empty.  ``factor`` > 0.
+    Optax's ``piecewise_constant_schedule(init_value, {b: factor for b in boundaries})`` gives
+    the same values.
+
+    Args:
+      init_value: the value before the first boundary.
+      boundaries: strictly increasing non-negative ints (steps, not epochs: see
+        :func:`epochs_to_steps`); may be empty.
+      factor: > 0, the multiplier at each boundary.
+
+    Returns:
+      A schedule ``step -> value`` (an int or an integer array, concrete or traced, in; an
+      array of the default float dtype out).
     """
     _value("init_value", init_value)
     bounds = _boundaries("boundaries", boundaries)
@@ -167,6 +185,13 @@ def epochs_to_steps(epochs: int | Sequence[int], steps_per_epoch: int) -> int | 
     """Turn an epoch count (or a list of epoch boundaries) into step counts.
 
     ``epochs_to_steps([30, 60, 90], 390) == [11700, 23400, 35100]``; an int gives an int.
+
+    Args:
+      epochs: a non-negative int, or a sequence of them.
+      steps_per_epoch: a positive int.
+
+    Returns:
+      ``epochs * steps_per_epoch``: an int, or a list of ints.
     """
     steps_per_epoch = _positive_int("steps_per_epoch", steps_per_epoch)
 
@@ -192,7 +217,16 @@ def cosine_schedule(init_value: Number, decay_steps: int, end_value: Number = 0.
 
     with ``α₀ = init_value``, ``T = decay_steps`` (a positive int) and ``end = end_value``.  The
     lecture's form is ``end_value = 0``.  Same values as ``optax.cosine_decay_schedule`` with
-    ``alpha = end_value / init_value``.
+    ``alpha = end_value / init_value``: gradchain names the final *value*, Optax its fraction.
+
+    Args:
+      init_value: the value at step 0.
+      decay_steps: ``T``, a positive int: the value is ``end_value`` from step ``T`` on.
+      end_value: the final value (not a fraction of ``init_value``).
+
+    Returns:
+      A schedule ``step -> value`` (an int or an integer array, concrete or traced, in; an
+      array of the default float dtype out).
     """
     _value("init_value", init_value)
     T = _positive_int("decay_steps", decay_steps)
@@ -212,7 +246,17 @@ def linear_schedule(init_value: Number, decay_steps: int, end_value: Number = 0.
         α_t = α₀ + (end − α₀) · t / T    for t ≤ T,        α_t = end    for t ≥ T,
 
     which is the lecture's ``α₀ (1 − t/T)`` when ``end_value = 0``.  ``T = decay_steps``, a
-    positive int.  Same values as ``optax.linear_schedule(init_value, end_value, decay_steps)``.
+    positive int.  Same values as ``optax.linear_schedule(init_value, end_value, decay_steps)``:
+    note the order, gradchain's second argument is the number of steps.
+
+    Args:
+      init_value: the value at step 0.
+      decay_steps: ``T``, a positive int.
+      end_value: the value from step ``T`` on.
+
+    Returns:
+      A schedule ``step -> value`` (an int or an integer array, concrete or traced, in; an
+      array of the default float dtype out).
     """
     _value("init_value", init_value)
     T = _positive_int("decay_steps", decay_steps)
@@ -242,6 +286,14 @@ def inverse_sqrt_schedule(init_value: Number, timescale: int = 1) -> Schedule:
     linear warmup to the peak over ``W`` steps, then ``∝ 1/√t`` — is::
 
         warmup(inverse_sqrt_schedule(peak, timescale=W), warmup_steps=W, shift=False)
+
+    Args:
+      init_value: ``α₀``, the peak value.
+      timescale: ``τ``, a positive int: the value is flat up to step ``τ``.
+
+    Returns:
+      A schedule ``step -> value`` (an int or an integer array, concrete or traced, in; an
+      array of the default float dtype out).
     """
     _value("init_value", init_value)
     tau = _positive_int("timescale", timescale)
@@ -271,6 +323,16 @@ def warmup(
     ``shift=False`` the inner schedule keeps the global clock and the warmup replaces its first
     ``W`` steps.  Either way the join is continuous: the ramp ends exactly at the inner
     schedule's value at the switch step.
+
+    Args:
+      schedule: the schedule after the warmup.
+      warmup_steps: ``W``, a positive int.
+      init_value: the value at step 0.
+      shift: start the inner schedule's clock at 0 when the warmup ends.
+
+    Returns:
+      A schedule ``step -> value`` (an int or an integer array, concrete or traced, in; an
+      array of the default float dtype out).
     """
     inner = _schedule("schedule", schedule)
     W = _positive_int("warmup_steps", warmup_steps)
@@ -316,6 +378,17 @@ def sgdr_schedule(
     ``i = ⌊log(1 + t (t_mult − 1)/period) / log t_mult⌋`` followed by a one-step correction
     against ``S_i`` and ``S_{i+1}``, so that a step exactly on a restart lands in the new cycle
     despite float rounding of the logarithm.
+
+    Args:
+      init_value: ``α₀``, the value at the first restart.
+      period: the first cycle's length, a positive int.
+      t_mult: ≥ 1, each cycle is ``t_mult`` times longer than the previous one.
+      end_value: the value each cycle anneals towards.
+      decay: > 0, the peak shrinks by this factor at each restart.
+
+    Returns:
+      A schedule ``step -> value`` (an int or an integer array, concrete or traced, in; an
+      array of the default float dtype out).
     """
     _value("init_value", init_value)
     P = _positive_int("period", period)
@@ -367,8 +440,13 @@ def join_schedules(schedules: Sequence[Schedule], boundaries: Sequence[int]) -> 
     written as if it started at step 0 — the convention of ``optax.join_schedules``.  The join is
     not made continuous: use :func:`warmup` for a continuous ramp.
 
-    ``len(schedules)`` must be ``len(boundaries) + 1``; ``boundaries`` strictly increasing
-    non-negative ints.
+    Args:
+      schedules: ``len(boundaries) + 1`` schedules.
+      boundaries: strictly increasing non-negative ints.
+
+    Returns:
+      A schedule ``step -> value`` (an int or an integer array, concrete or traced, in; an
+      array of the default float dtype out).
     """
     if isinstance(schedules, (str, bytes, Mapping)) or not isinstance(schedules, Sequence):
         raise TypeError(
@@ -400,7 +478,15 @@ def batch_scaled(
 
     ``value · batch_size / base_batch_size``: a learning rate tuned at ``base_batch_size`` used at
     ``batch_size``.  ``value`` may be a number or array (the result is one too) or a schedule
-    (the result is a schedule, every value scaled).  Both batch sizes are positive ints.
+    (the result is a schedule, every value scaled).
+
+    Args:
+      value: a number, array or schedule tuned at ``base_batch_size``.
+      batch_size: a positive int, the batch size used.
+      base_batch_size: a positive int, the batch size ``value`` was tuned at.
+
+    Returns:
+      ``value · batch_size / base_batch_size`` (a schedule when ``value`` is one).
     """
     batch_size = _positive_int("batch_size", batch_size)
     base_batch_size = _positive_int("base_batch_size", base_batch_size)
@@ -426,6 +512,14 @@ def plot_schedules(schedules: Mapping[str, Schedule], num_steps: int, ax: Any = 
     Draws on ``ax`` if given, otherwise on a new figure; returns the matplotlib ``Axes``
     (``ax.figure`` is its figure).  Schedules are evaluated with ``jax.vmap`` over the steps,
     falling back to one Python call per step for schedules that cannot be traced.
+
+    Args:
+      schedules: ``{label: schedule}``.
+      num_steps: a positive int.
+      ax: a matplotlib ``Axes`` to draw on, or ``None`` for a new figure.
+
+    Returns:
+      The matplotlib ``Axes``.  Needs matplotlib (``pip install 'gradchain[plot]'``).
     """
     if not isinstance(schedules, Mapping):
         raise TypeError(

@@ -355,3 +355,18 @@ def test_flax_linen_train_state_step_matches_optax():
 
     assert max_diff(train(gc.sgd(0.1, momentum=0.9)), train(optax.sgd(0.1, momentum=0.9))) == 0.0
     assert max_diff(train(gc.adam(1e-2, eps=1e-8)), train(optax.adam(1e-2))) < 1e-6
+
+
+def test_schedule_correspondences_in_coming_from_optax():
+    steps = jnp.arange(0, 40)
+    pairs = [
+        (gc.step_schedule(0.1, [10, 20], 0.5), optax.piecewise_constant_schedule(0.1, {10: 0.5, 20: 0.5})),
+        (gc.cosine_schedule(0.1, 30, end_value=0.01), optax.cosine_decay_schedule(0.1, 30, alpha=0.1)),
+        (gc.linear_schedule(0.1, 30, end_value=0.0), optax.linear_schedule(0.1, 0.0, 30)),
+        (
+            gc.warmup(gc.cosine_schedule(0.1, 30), warmup_steps=5),
+            optax.warmup_cosine_decay_schedule(0.0, 0.1, 5, 35),
+        ),
+    ]
+    for ours, theirs in pairs:
+        assert max_diff(jax.vmap(ours)(steps), jax.vmap(theirs)(steps)) < 1e-6
