@@ -1,5 +1,5 @@
 """The notebooks' install line comes from one place: pyproject.toml, [tool.gradchain]
-notebook-install (the notebooks need the `plot` extra: they draw)."""
+notebook-install (the notebooks draw, and three import scikit-learn or pillow)."""
 
 import json
 import re
@@ -20,7 +20,7 @@ def _install_lines(path):
 
 
 def test_install_line_names_the_plot_extra():
-    assert INSTALL.startswith("gradchain[plot]")
+    assert INSTALL.startswith("gradchain[plot,samples]")
 
 
 @pytest.mark.xfail(
