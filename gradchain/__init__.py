@@ -1,5 +1,20 @@
-"""gradchain: training neural networks as composable, jit-compiled pure functions in JAX."""
+"""gradchain: training neural networks as composable, jit-compiled pure functions in JAX.
 
+Every public name is importable from here (``gradchain.adam``, ``gradchain.cosine_schedule``,
+``gradchain.dropout``, ``gradchain.minimize``, ...).  ``__all__`` lists them: the names defined
+below plus each star-imported subpackage's own ``__all__`` (a new subpackage joins with one
+``from gradchain.sub import *`` line and one ``__all__ += sub.__all__`` line).
+"""
+
+from gradchain import (  # namespaces: gc.adapters.from_nnx, gc.augment.resize, gc.flat.ravel
+    adapters,
+    augment,
+    flat,
+    regularizers as _regularizers,
+    schedules as _schedules,
+    second_order as _second_order,
+    transforms as _transforms,
+)
 from gradchain.core import (
     EmptyState,
     GradientTransformation,
@@ -9,18 +24,56 @@ from gradchain.core import (
     Updates,
     apply_updates,
     chain,
-    identity,
+    identity as identity,
 )
 from gradchain.hyper import Hyperparameter, Schedule, get_hyperparams, set_hyperparams
 from gradchain.multi_tensor import MultiTensorState, Packed, multi_tensor
-from gradchain.optimizers import adagrad, adam, adamw, rmsprop, sgd
-from gradchain.schedules import *  # noqa: F403 - the schedules are part of the public surface
-from gradchain.second_order import *  # noqa: F403 - minimize, line searches, Newton, BFGS, L-BFGS
-from gradchain.regularizers import *  # noqa: F403 - dropout, batch norm, mixup, ... (PRNG-keyed)
-from gradchain.transforms import *  # noqa: F403 - the transforms are part of the public surface
+from gradchain.optimizers import adagrad, adam, adamw, nadam, rmsprop, sgd
 from gradchain.protocol import Model, Trainable, from_function, supervised
-from gradchain import adapters  # a namespace: gc.adapters.from_nnx / from_linen / from_equinox
-from gradchain import augment  # a namespace: its names (resize, compose, batch, ...) are generic
-from gradchain import flat  # a namespace: gc.flat.ravel
+from gradchain.regularizers import *
+from gradchain.schedules import *
+from gradchain.second_order import *
+from gradchain.state import reset_state, tree_get, tree_map_params, tree_set
+from gradchain.transforms import *
 
 __version__ = "0.1.0"
+
+__all__ = [
+    "EmptyState",
+    "GradientTransformation",
+    "Model",
+    "Trainable",
+    "adapters",
+    "from_function",
+    "supervised",
+    "GradientTransformationExtraArgs",
+    "Hyperparameter",
+    "MultiTensorState",
+    "OptState",
+    "Packed",
+    "Params",
+    "Schedule",
+    "Updates",
+    "adagrad",
+    "adam",
+    "adamw",
+    "apply_updates",
+    "augment",
+    "chain",
+    "flat",
+    "get_hyperparams",
+    "identity",
+    "multi_tensor",
+    "nadam",
+    "reset_state",
+    "rmsprop",
+    "set_hyperparams",
+    "sgd",
+    "tree_get",
+    "tree_map_params",
+    "tree_set",
+]
+__all__ += _schedules.__all__
+__all__ += _second_order.__all__
+__all__ += _regularizers.__all__
+__all__ += _transforms.__all__

@@ -78,7 +78,11 @@ class EmptyState(NamedTuple):
 
 
 def identity() -> GradientTransformation:
-    """Pass updates through unchanged."""
+    """Pass updates through unchanged.
+
+    Returns:
+      A transformation with state ``EmptyState()``.
+    """
 
     def init(params):
         del params
@@ -108,6 +112,19 @@ def chain(*transforms: GradientTransformation) -> GradientTransformationExtraArg
     ``update`` beyond ``params`` (``value=`` for ``optax.contrib.reduce_on_plateau``, curvature
     statistics for K-FAC) reach every inner transformation whose ``update`` accepts them by name
     or through ``**kwargs``; the others never see them (see :func:`accepted_extra_args`).
+
+    Args:
+      *transforms: gradient transformations (gradchain's or Optax's), applied left to right.
+
+    Returns:
+      A :class:`GradientTransformationExtraArgs` whose state is the tuple of the inner states.
+
+    Example:
+      >>> import jax.numpy as jnp, gradchain as gc
+      >>> tx = gc.chain(gc.clip(1.0), gc.scale(-0.5))
+      >>> updates, _ = tx.update(jnp.array([3.0, -0.2]), tx.init(jnp.zeros(2)))
+      >>> updates
+      Array([-0.5,  0.1], dtype=float32)
     """
     _check_transformations("transforms", transforms)
 
@@ -130,14 +147,27 @@ def chain(*transforms: GradientTransformation) -> GradientTransformationExtraArg
 
 
 def apply_updates(params: Params, updates: Updates) -> Params:
-    """Return ``params + updates``, leaf by leaf, keeping each parameter's dtype."""
-    check_same_structure(updates, params, name="updates", reference_name="params")
-    return jax.tree.map(
-        lambda p, u: None if p is None else jnp.asarray(p + u).astype(jnp.asarray(p).dtype),
-        params,
-        updates,
-        is_leaf=lambda x: x is None,
-    )
+    """Return ``params + updates``, leaf by leaf, keeping each parameter's dtype.
+
+    Args:
+      params: a pytree of arrays (a leaf that is not an array, such as an Equinox model's
+        activation function, is kept when its update is ``None``).
+      updates: the optimizer's output, with the structure of ``params`` (``None`` where a leaf
+        has no update).
+
+    Returns:
+      The new parameters, with the structure and dtypes of ``params``.
+    """
+    is_none = lambda x: x is None
+    if jax.tree.structure(updates, is_leaf=is_none) != jax.tree.structure(params, is_leaf=is_none):
+        check_same_structure(updates, params, name="updates", reference_name="params")
+    return jax.tree.map(_apply_leaf, params, updates, is_leaf=is_none)
+
+
+def _apply_leaf(p: Any, u: Any) -> Any:
+    if p is None or u is None:
+        return p
+    return jnp.asarray(p + u).astype(jnp.asarray(p).dtype)
 
 
 def check_same_structure(tree: Any, reference: Any, *, name: str, reference_name: str) -> None:

@@ -1,16 +1,28 @@
 """Small real data that ships with a package: no downloads.
 
-``digits`` is scikit-learn's bundled copy of the UCI optical digits (1,797 images of 8×8
-pixels, 10 classes).
+``digits`` is the UCI optical digits test set (1,797 images of 8×8 pixels, 10 classes), the
+copy scikit-learn bundles; gradchain ships the same file (``gradchain/_data/digits.csv.gz``,
+attribution in ``gradchain/_data/README.md``), so it needs no scikit-learn.
 """
 
 from __future__ import annotations
 
+import gzip
+import importlib.resources
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+
+def load_digits_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """The digits as ``(x, y)``: float64 pixel counts ``(1797, 64)`` and int labels ``(1797,)``,
+    exactly ``sklearn.datasets.load_digits(return_X_y=True)``."""
+    resource = importlib.resources.files("gradchain") / "_data" / "digits.csv.gz"
+    with resource.open("rb") as raw, gzip.open(raw, "rt") as text:
+        table = np.loadtxt(text, delimiter=",")
+    return table[:, :-1], table[:, -1].astype(int)
 
 
 class Split(NamedTuple):
@@ -28,12 +40,10 @@ def digits(key: jax.Array | None = None, val_fraction: float = 0.2) -> Split:
     """
     if not 0.0 < val_fraction < 1.0:
         raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction!r}")
-    from sklearn.datasets import load_digits
-
-    x, y = load_digits(return_X_y=True)
+    x, y = load_digits_arrays()
     key = jax.random.PRNGKey(0) if key is None else key
     order = np.asarray(jax.random.permutation(key, len(x)))
-    n_val = int(round(val_fraction * len(x)))
+    n_val = round(val_fraction * len(x))
     val, train = order[:n_val], order[n_val:]
     mean, std = x[train].mean(0), x[train].std(0) + 1e-6
     standardise = lambda a: jnp.asarray((a - mean) / std, jnp.float32)
@@ -49,12 +59,10 @@ def digits_images(key: jax.Array | None = None, val_fraction: float = 0.2) -> Sp
     """
     if not 0.0 < val_fraction < 1.0:
         raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction!r}")
-    from sklearn.datasets import load_digits
-
-    x, y = load_digits(return_X_y=True)
+    x, y = load_digits_arrays()
     key = jax.random.PRNGKey(0) if key is None else key
     order = np.asarray(jax.random.permutation(key, len(x)))
-    n_val = int(round(val_fraction * len(x)))
+    n_val = round(val_fraction * len(x))
     val, train = order[:n_val], order[n_val:]
     images = jnp.asarray(x.reshape(-1, 8, 8, 1) / 16.0, jnp.float32)
     labels = jnp.asarray(y, jnp.int32)

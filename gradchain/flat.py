@@ -3,7 +3,7 @@
 :func:`gradchain.multi_tensor` packs the *optimizer's* view of many small leaves, but the
 parameters still live as separate arrays, so every step must gather the gradients into a buffer
 and scatter the new parameters back out: one kernel per leaf, and on a 2000-leaf tree those
-kernels, not the arithmetic, are the step.  Storing the parameters flat removes both ends:
+kernels, not the arithmetic, are the step.  Storing the parameters flat removes both ends::
 
     flat, layout = gc.flat.ravel(params)        # {"float32": 1-D buffer, ...}, kept across steps
     def loss(flat, batch):

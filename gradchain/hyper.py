@@ -20,15 +20,16 @@ program.  A schedule is evaluated at the transformation's own step count.
 from __future__ import annotations
 
 import numbers
-from collections.abc import Callable
-from typing import Any, Union
+from collections.abc import Callable, Iterator
+from typing import Any, TypeGuard
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.core import Tracer
 
 Schedule = Callable[[Any], Any]
-Hyperparameter = Union[float, int, jax.Array, np.ndarray, Schedule]
+Hyperparameter = float | int | jax.Array | np.ndarray | Schedule
 
 
 def float_dtype() -> jnp.dtype:
@@ -54,7 +55,7 @@ def check(
     if _is_schedule(value):
         try:
             probe = value(0)
-        except Exception as err:  # noqa: BLE001 - re-raised with the argument's name
+        except Exception as err:
             raise TypeError(
                 f"{name} is callable, so it must be a schedule step -> value, but {name}(0) "
                 f"raised {type(err).__name__}: {err}"
@@ -75,7 +76,8 @@ def _interval(low, high, low_open, high_open) -> str:
 
 def check_value(name, value, low=None, high=None, low_open=False, high_open=False) -> None:
     """Check a concrete real number or array (not a schedule); traced values pass unchecked."""
-    if isinstance(value, jax.core.Tracer):
+    value = unwrap(value)
+    if isinstance(value, Tracer):
         return
     allowed = "a real number, a JAX array or a schedule (step -> value)"
     if isinstance(value, (bool, np.bool_)) or not isinstance(
@@ -95,10 +97,26 @@ def check_value(name, value, low=None, high=None, low_open=False, high_open=Fals
 
 
 def initial(value: Hyperparameter) -> jax.Array:
-    """The value to store in a fresh state: the number itself, or the schedule at step 0."""
+    """The value to store in a fresh state: the number itself, or the schedule at step 0.
+
+    Always a new buffer (``copy=True``): a state owns its arrays, so donating it never deletes
+    an array of the caller's, and no two leaves of a state share one buffer.
+    """
     if _is_schedule(value):
         value = value(jnp.zeros((), jnp.int32))
-    return jnp.asarray(value, dtype=float_dtype())
+    return jnp.array(unwrap(value), dtype=float_dtype(), copy=True)
+
+
+def unwrap(value: Any) -> Any:
+    """The array inside a wrapper such as Flax NNX's ``OptArray``/``Variable`` (``.value``);
+    anything else unchanged."""
+    if isinstance(value, (jax.Array, np.ndarray, np.generic, numbers.Number)):
+        return value
+    getter = getattr(value, "get_value", None)  # Flax NNX >= 0.12; `.value` is deprecated there
+    inner = getter() if callable(getter) else getattr(value, "value", None)
+    if inner is not None and isinstance(inner, (jax.Array, np.ndarray, np.generic, numbers.Number)):
+        return inner
+    return value
 
 
 def next_value(value: Hyperparameter, stored: jax.Array, count: jax.Array) -> jax.Array:
@@ -108,7 +126,7 @@ def next_value(value: Hyperparameter, stored: jax.Array, count: jax.Array) -> ja
     return stored
 
 
-def _is_schedule(value: Any) -> bool:
+def _is_schedule(value: Any) -> TypeGuard[Schedule]:
     return callable(value) and not isinstance(value, (jax.Array, np.ndarray))
 
 
@@ -127,9 +145,9 @@ def increment(count: jax.Array) -> jax.Array:
 # wrappers, Optax states mixed in.
 
 
-def _walk(state: Any):
+def _walk(state: Any) -> Iterator[Any]:
     """Yield every state node that carries a ``hyperparams`` dict."""
-    if isinstance(state, tuple) and hasattr(state, "_fields"):
+    if _is_named_tuple(state):
         if "hyperparams" in state._fields and isinstance(state.hyperparams, dict):
             yield state
         for field in state._fields:
@@ -148,11 +166,24 @@ def get_hyperparams(state: Any) -> dict[str, jax.Array]:
     Each value is the one the next update will use (for a schedule: the schedule at the next
     step).  A name that occurs in several places (Adam's ``b2``) is reported once; use distinct
     names (the ``name=`` argument of the transforms) to tell two occurrences apart.
+
+    Args:
+      state: an optimizer state (gradchain's, Optax's mixed in, or Flax NNX's wrapped one).
+
+    Returns:
+      ``{name: JAX scalar or array}``, in the order the state nests them; NNX ``OptArray`` values are
+      unwrapped, so ``f"{v:.3g}"`` works.
+
+    Example:
+      >>> import jax.numpy as jnp, gradchain as gc
+      >>> state = gc.sgd(0.1, momentum=0.9).init(jnp.zeros(2))
+      >>> {k: round(float(v), 3) for k, v in gc.get_hyperparams(state).items()}
+      {'momentum': 0.9, 'learning_rate': 0.1}
     """
     result: dict[str, jax.Array] = {}
     for node in _walk(state):
         for name, value in node.hyperparams.items():
-            result.setdefault(name, value)
+            result.setdefault(name, jnp.asarray(unwrap(value)))
     return result
 
 
@@ -163,6 +194,16 @@ def set_hyperparams(state: Any, **values: Any) -> Any:
     shape, so a jit-compiled step is not retraced and computes exactly what an optimizer built
     with that value would.  A hyperparameter driven by a schedule is recomputed from the schedule
     at the next update, so setting it has no lasting effect.
+
+    Args:
+      state: an optimizer state.
+      **values: ``name=value`` for hyperparameters the state holds.
+
+    Returns:
+      The new state (the old one is unchanged).
+
+    Raises:
+      ValueError: a name the state does not hold, or a non-finite value.
     """
     known = {name for node in _walk(state) for name in node.hyperparams}
     unknown = sorted(set(values) - known)
@@ -176,8 +217,12 @@ def set_hyperparams(state: Any, **values: Any) -> Any:
     return _replace(state, values)
 
 
+def _is_named_tuple(state: Any) -> TypeGuard[Any]:
+    return isinstance(state, tuple) and hasattr(state, "_fields")
+
+
 def _replace(state: Any, values: dict[str, Any]) -> Any:
-    if isinstance(state, tuple) and hasattr(state, "_fields"):
+    if _is_named_tuple(state):
         changes = {field: _replace(getattr(state, field), values) for field in state._fields}
         if "hyperparams" in state._fields and isinstance(state.hyperparams, dict):
             changes["hyperparams"] = {
@@ -194,10 +239,14 @@ def _replace(state: Any, values: dict[str, Any]) -> Any:
     return state
 
 
-def _retyped(value: Any, old: Any) -> jax.Array:
-    old = jnp.asarray(old)
-    new = jnp.asarray(value, dtype=old.dtype)
-    return jnp.broadcast_to(new, old.shape) if new.ndim < old.ndim else new
+def _retyped(value: Any, old: Any) -> Any:
+    old_array = jnp.asarray(unwrap(old))
+    new = jnp.array(unwrap(value), dtype=old_array.dtype, copy=True)
+    if new.ndim < old_array.ndim:
+        new = jnp.broadcast_to(new, old_array.shape)
+    if old is not unwrap(old) and hasattr(old, "replace"):  # a Flax NNX Variable: keep its type
+        return old.replace(value=new)
+    return new
 
 
 def is_zero(value: Any) -> bool:

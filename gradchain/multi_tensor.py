@@ -35,7 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gradchain.core import GradientTransformation
+from gradchain.core import GradientTransformation, GradientTransformationExtraArgs, accepted_extra_args
 
 # Defaults of the automatic choice (see ``multi_tensor``).  Below ~32 leaves the per-leaf kernels
 # cost little; above 64K elements a leaf's own kernel is already long enough to amortise its launch.
@@ -64,6 +64,8 @@ class MultiTensorState(NamedTuple):
 
 
 def _is_packable(leaf: Any, max_leaf_size: int) -> bool:
+    if not isinstance(leaf, (jax.Array, np.ndarray, np.generic, float, int)):
+        return False  # not an array (an Equinox activation function, a placeholder): stays loose
     if not jnp.issubdtype(jnp.result_type(leaf), jnp.floating) or jnp.size(leaf) > max_leaf_size:
         return False
     sharding = getattr(leaf, "sharding", None)  # concrete arrays only; a tracer has none
@@ -116,6 +118,10 @@ def multi_tensor(
       min_leaves: pack only when at least this many leaves are packable; smaller trees pass
         through unchanged (the state then holds ``inner``'s plain state).  ``min_leaves=1``
         always packs; ``max_leaf_size=0`` never does.
+
+    Returns:
+      A :class:`~gradchain.GradientTransformationExtraArgs` (extra ``update`` arguments reach
+      ``inner``) with state ``MultiTensorState(inner, slots)``.
     """
     if not (callable(getattr(inner, "init", None)) and callable(getattr(inner, "update", None))):
         raise TypeError(f"inner must be a gradient transformation, got {inner!r}")
@@ -140,14 +146,15 @@ def multi_tensor(
         slots = tuple(slots)
         return MultiTensorState(inner.init(_pack(leaves, slots)), slots)
 
-    def update(updates, state, params=None):
+    def update(updates, state, params=None, **extra_args):
+        extra = accepted_extra_args(inner.update, extra_args)
         if not isinstance(state, MultiTensorState):
             raise TypeError(
                 f"state must be a MultiTensorState (from this transformation's init), "
                 f"got {type(state).__name__}"
             )
         if state.slots is None:
-            new_updates, inner_state = inner.update(updates, state.inner, params)
+            new_updates, inner_state = inner.update(updates, state.inner, params, **extra)
             return new_updates, MultiTensorState(inner_state, None)
         leaves, treedef = jax.tree.flatten(updates)
         if len(leaves) != len(state.slots):
@@ -156,8 +163,10 @@ def multi_tensor(
                 f"{len(state.slots)}: pass the updates of the same parameters"
             )
         packed_params = None if params is None else _pack(jax.tree.leaves(params), state.slots)
-        packed, inner_state = inner.update(_pack(leaves, state.slots), state.inner, packed_params)
+        packed, inner_state = inner.update(
+            _pack(leaves, state.slots), state.inner, packed_params, **extra
+        )
         new_updates = jax.tree.unflatten(treedef, _unpack(packed, state.slots, leaves))
         return new_updates, MultiTensorState(inner_state, state.slots)
 
-    return GradientTransformation(init, update)
+    return GradientTransformationExtraArgs(init, update)

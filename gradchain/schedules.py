@@ -25,6 +25,7 @@ The optimizer evaluates the schedule at its own update count, and
 
 from __future__ import annotations
 
+import itertools
 import numbers
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -85,7 +86,7 @@ def _boundaries(name: str, values: Any) -> tuple[int, ...]:
         if b < 0:
             raise ValueError(f"{name} must be non-negative, got {name}[{i}] = {b!r} in {values!r}")
         result.append(int(b))
-    if any(a >= b for a, b in zip(result, result[1:])):
+    if any(a >= b for a, b in itertools.pairwise(result)):
         raise ValueError(f"{name} must be strictly increasing, got {values!r}")
     return tuple(result)
 
@@ -128,7 +129,15 @@ def _float(x: Any) -> jax.Array:
 
 
 def constant_schedule(value: Number) -> Schedule:
-    """``α_t = value`` for every step."""
+    """``α_t = value`` for every step.
+
+    Args:
+      value: a finite number or array (traced under ``vmap``).
+
+    Returns:
+      A schedule ``step -> value`` (an int or an integer array, concrete or traced, in; an
+      array of the default float dtype out).
+    """
     _value("value", value)
 
     def schedule(step):
@@ -144,8 +153,18 @@ def step_schedule(init_value: Number, boundaries: Sequence[int], factor: Number 
     the new value applies *from* the boundary step on.  The ResNet recipe (He et al., CVPR 2016)
     is ``step_schedule(0.1, epochs_to_steps([30, 60, 90], steps_per_epoch), factor=0.1)``.
 
-    ``boundaries``: strictly increasing non-negative ints (steps, not epochs: see
-    :func:`epochs_to_steps`); may be empty.  ``factor`` > 0.
+    Optax's ``piecewise_constant_schedule(init_value, {b: factor for b in boundaries})`` gives
+    the same values.
+
+    Args:
+      init_value: the value before the first boundary.
+      boundaries: strictly increasing non-negative ints (steps, not epochs: see
+        :func:`epochs_to_steps`); may be empty.
+      factor: > 0, the multiplier at each boundary.
+
+    Returns:
+      A schedule ``step -> value`` (an int or an integer array, concrete or traced, in; an
+      array of the default float dtype out).
     """
     _value("init_value", init_value)
     bounds = _boundaries("boundaries", boundaries)
@@ -166,6 +185,13 @@ def epochs_to_steps(epochs: int | Sequence[int], steps_per_epoch: int) -> int | 
     """Turn an epoch count (or a list of epoch boundaries) into step counts.
 
     ``epochs_to_steps([30, 60, 90], 390) == [11700, 23400, 35100]``; an int gives an int.
+
+    Args:
+      epochs: a non-negative int, or a sequence of them.
+      steps_per_epoch: a positive int.
+
+    Returns:
+      ``epochs * steps_per_epoch``: an int, or a list of ints.
     """
     steps_per_epoch = _positive_int("steps_per_epoch", steps_per_epoch)
 
@@ -191,7 +217,16 @@ def cosine_schedule(init_value: Number, decay_steps: int, end_value: Number = 0.
 
     with ``α₀ = init_value``, ``T = decay_steps`` (a positive int) and ``end = end_value``.  The
     lecture's form is ``end_value = 0``.  Same values as ``optax.cosine_decay_schedule`` with
-    ``alpha = end_value / init_value``.
+    ``alpha = end_value / init_value``: gradchain names the final *value*, Optax its fraction.
+
+    Args:
+      init_value: the value at step 0.
+      decay_steps: ``T``, a positive int: the value is ``end_value`` from step ``T`` on.
+      end_value: the final value (not a fraction of ``init_value``).
+
+    Returns:
+      A schedule ``step -> value`` (an int or an integer array, concrete or traced, in; an
+      array of the default float dtype out).
     """
     _value("init_value", init_value)
     T = _positive_int("decay_steps", decay_steps)
@@ -211,7 +246,17 @@ def linear_schedule(init_value: Number, decay_steps: int, end_value: Number = 0.
         α_t = α₀ + (end − α₀) · t / T    for t ≤ T,        α_t = end    for t ≥ T,
 
     which is the lecture's ``α₀ (1 − t/T)`` when ``end_value = 0``.  ``T = decay_steps``, a
-    positive int.  Same values as ``optax.linear_schedule(init_value, end_value, decay_steps)``.
+    positive int.  Same values as ``optax.linear_schedule(init_value, end_value, decay_steps)``:
+    note the order, gradchain's second argument is the number of steps.
+
+    Args:
+      init_value: the value at step 0.
+      decay_steps: ``T``, a positive int.
+      end_value: the value from step ``T`` on.
+
+    Returns:
+      A schedule ``step -> value`` (an int or an integer array, concrete or traced, in; an
+      array of the default float dtype out).
     """
     _value("init_value", init_value)
     T = _positive_int("decay_steps", decay_steps)
@@ -241,6 +286,14 @@ def inverse_sqrt_schedule(init_value: Number, timescale: int = 1) -> Schedule:
     linear warmup to the peak over ``W`` steps, then ``∝ 1/√t`` — is::
 
         warmup(inverse_sqrt_schedule(peak, timescale=W), warmup_steps=W, shift=False)
+
+    Args:
+      init_value: ``α₀``, the peak value.
+      timescale: ``τ``, a positive int: the value is flat up to step ``τ``.
+
+    Returns:
+      A schedule ``step -> value`` (an int or an integer array, concrete or traced, in; an
+      array of the default float dtype out).
     """
     _value("init_value", init_value)
     tau = _positive_int("timescale", timescale)
@@ -270,6 +323,16 @@ def warmup(
     ``shift=False`` the inner schedule keeps the global clock and the warmup replaces its first
     ``W`` steps.  Either way the join is continuous: the ramp ends exactly at the inner
     schedule's value at the switch step.
+
+    Args:
+      schedule: the schedule after the warmup.
+      warmup_steps: ``W``, a positive int.
+      init_value: the value at step 0.
+      shift: start the inner schedule's clock at 0 when the warmup ends.
+
+    Returns:
+      A schedule ``step -> value`` (an int or an integer array, concrete or traced, in; an
+      array of the default float dtype out).
     """
     inner = _schedule("schedule", schedule)
     W = _positive_int("warmup_steps", warmup_steps)
@@ -315,6 +378,17 @@ def sgdr_schedule(
     ``i = ⌊log(1 + t (t_mult − 1)/period) / log t_mult⌋`` followed by a one-step correction
     against ``S_i`` and ``S_{i+1}``, so that a step exactly on a restart lands in the new cycle
     despite float rounding of the logarithm.
+
+    Args:
+      init_value: ``α₀``, the value at the first restart.
+      period: the first cycle's length, a positive int.
+      t_mult: ≥ 1, each cycle is ``t_mult`` times longer than the previous one.
+      end_value: the value each cycle anneals towards.
+      decay: > 0, the peak shrinks by this factor at each restart.
+
+    Returns:
+      A schedule ``step -> value`` (an int or an integer array, concrete or traced, in; an
+      array of the default float dtype out).
     """
     _value("init_value", init_value)
     P = _positive_int("period", period)
@@ -322,7 +396,7 @@ def sgdr_schedule(
     _value("end_value", end_value)
     _value("decay", decay, low=0.0, low_open=True)
     static_one = isinstance(t_mult, numbers.Real) and t_mult == 1
-    static_more = isinstance(t_mult, numbers.Real) and t_mult > 1
+    static_more = isinstance(t_mult, numbers.Real) and float(t_mult) > 1
 
     def constant_periods(s, dt):
         i = s // P
@@ -330,7 +404,7 @@ def sgdr_schedule(
 
     def growing_periods(s, m, dt):
         t = s.astype(dt)
-        start = lambda k: P * (m**k - 1.0) / (m - 1.0)  # noqa: E731
+        start = lambda k: P * (m**k - 1.0) / (m - 1.0)
         i = jnp.floor(jnp.log1p(t * (m - 1.0) / P) / jnp.log(m))
         i = jnp.maximum(jnp.where(t < start(i), i - 1.0, i), 0.0)
         i = jnp.where(t >= start(i + 1.0), i + 1.0, i)
@@ -366,8 +440,13 @@ def join_schedules(schedules: Sequence[Schedule], boundaries: Sequence[int]) -> 
     written as if it started at step 0 — the convention of ``optax.join_schedules``.  The join is
     not made continuous: use :func:`warmup` for a continuous ramp.
 
-    ``len(schedules)`` must be ``len(boundaries) + 1``; ``boundaries`` strictly increasing
-    non-negative ints.
+    Args:
+      schedules: ``len(boundaries) + 1`` schedules.
+      boundaries: strictly increasing non-negative ints.
+
+    Returns:
+      A schedule ``step -> value`` (an int or an integer array, concrete or traced, in; an
+      array of the default float dtype out).
     """
     if isinstance(schedules, (str, bytes, Mapping)) or not isinstance(schedules, Sequence):
         raise TypeError(
@@ -399,7 +478,15 @@ def batch_scaled(
 
     ``value · batch_size / base_batch_size``: a learning rate tuned at ``base_batch_size`` used at
     ``batch_size``.  ``value`` may be a number or array (the result is one too) or a schedule
-    (the result is a schedule, every value scaled).  Both batch sizes are positive ints.
+    (the result is a schedule, every value scaled).
+
+    Args:
+      value: a number, array or schedule tuned at ``base_batch_size``.
+      batch_size: a positive int, the batch size used.
+      base_batch_size: a positive int, the batch size ``value`` was tuned at.
+
+    Returns:
+      ``value · batch_size / base_batch_size`` (a schedule when ``value`` is one).
     """
     batch_size = _positive_int("batch_size", batch_size)
     base_batch_size = _positive_int("base_batch_size", base_batch_size)
@@ -420,18 +507,20 @@ def batch_scaled(
 
 
 def plot_schedules(schedules: Mapping[str, Schedule], num_steps: int, ax: Any = None) -> Any:
-    """Draw each schedule of ``{label: schedule}`` over steps ``0 .. num_steps - 1``.
+    """Draw each schedule of ``{label: schedule}`` over the steps 0 to ``num_steps - 1``.
 
     Draws on ``ax`` if given, otherwise on a new figure; returns the matplotlib ``Axes``
     (``ax.figure`` is its figure).  Schedules are evaluated with ``jax.vmap`` over the steps,
     falling back to one Python call per step for schedules that cannot be traced.
+
+    Args:
+      schedules: ``{label: schedule}``.
+      num_steps: a positive int.
+      ax: a matplotlib ``Axes`` to draw on, or ``None`` for a new figure.
+
+    Returns:
+      The matplotlib ``Axes``.  Needs matplotlib (``pip install 'gradchain[plot]'``).
     """
-    try:
-        import matplotlib.pyplot as plt
-    except ImportError as err:
-        raise ImportError(
-            "plot_schedules needs matplotlib, an optional dependency: pip install gradchain[plot]"
-        ) from err
     if not isinstance(schedules, Mapping):
         raise TypeError(
             f"schedules must be a dict {{label: schedule}}, got {schedules!r} "
@@ -440,6 +529,12 @@ def plot_schedules(schedules: Mapping[str, Schedule], num_steps: int, ax: Any = 
     for label, s in schedules.items():
         _schedule(f"schedules[{label!r}]", s)
     num_steps = _positive_int("num_steps", num_steps)
+    try:  # after the checks: a bad call says what is wrong even without matplotlib
+        import matplotlib.pyplot as plt
+    except ImportError as err:
+        raise ImportError(
+            "plot_schedules needs matplotlib, an optional dependency: pip install gradchain[plot]"
+        ) from err
 
     if ax is None:
         _, ax = plt.subplots(figsize=(7, 4))
@@ -447,7 +542,7 @@ def plot_schedules(schedules: Mapping[str, Schedule], num_steps: int, ax: Any = 
     for label, s in schedules.items():
         try:
             values = jax.vmap(s)(jnp.asarray(steps, jnp.int32))
-        except Exception:  # noqa: BLE001 - a Python-only schedule; its own error resurfaces below
+        except Exception:
             values = [s(int(k)) for k in steps]
         ax.plot(steps, np.asarray(values, dtype=float), label=str(label))
     ax.set_xlabel("step")

@@ -3,6 +3,11 @@
 import jax
 import pytest
 
+if not hasattr(jax, "enable_x64"):  # jax < 0.7 (the floor CI tests): the same context manager
+    from jax.experimental import enable_x64 as _enable_x64
+
+    jax.enable_x64 = _enable_x64
+
 
 def pytest_addoption(parser):
     parser.addoption("--runslow", action="store_true", default=False, help="run tests marked slow")

@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 
 import gradchain as gc
-from gradchain import augment as A
-from gradchain import tuning
+from gradchain import augment as A, tuning
 
 P = {"w": jnp.ones((2, 3)), "b": jnp.zeros(3)}
 KEY = jax.random.PRNGKey(0)
@@ -69,6 +68,18 @@ CASES = [
     ("decay without params", lambda: gc.add_decayed_weights(1e-4).update(P, gc.add_decayed_weights(1e-4).init(P)), ValueError, "needs the current parameters"),
     ("mask of wrong structure", lambda: gc.masked(gc.scale(1.0), {"x": True}).init(P), ValueError, "mask must have the structure"),
     ("mask with int leaves", lambda: gc.masked(gc.scale(1.0), {"w": 1, "b": 0}).init(P), TypeError, "mask leaves must be Python bools"),
+    # parameters no gradient step can update (issue 17: silent NaN before)
+    ("integer parameters", lambda: gc.adam().init({"w": jnp.arange(3)}), TypeError, r"\['w'\] has dtype int32"),
+    ("bool parameters", lambda: gc.sgd(0.1).init({"m": jnp.array([True])}), TypeError, r"\['m'\] has dtype bool"),
+    ("non-array leaf with adam", lambda: gc.adam().init({"w": jnp.ones(2), "act": jax.nn.relu}), TypeError, r"\['act'\].*eqx\.filter\(model, eqx\.is_array\)"),
+    ("traced mask flag", lambda: jax.jit(lambda f: gc.masked(gc.scale(1.0), {"w": f, "b": True}).init(P))(jnp.array(True)), TypeError, "mask leaves must be concrete"),
+    ("mask with string leaves", lambda: gc.masked(gc.scale(1.0), {"w": "yes", "b": True}).init(P), TypeError, "mask leaves must be Python bools"),
+    ("tree_get ambiguous field", lambda: gc.tree_get(gc.adam().init(P), "moment"), KeyError, "2 fields are named 'moment'"),
+    ("tree_set unknown name", lambda: gc.tree_set(gc.adam().init(P), lr=0.1), ValueError, "no field or hyperparameter named 'lr'"),
+    ("minimize ftol negative", lambda: gc.minimize(lambda x: jnp.sum(x**2), jnp.ones(2), ftol=-1.0), ValueError, "ftol"),
+    ("adam eps_root negative", lambda: gc.adam(eps_root=-1.0), ValueError, "eps_root"),
+    ("rmsprop centered string", lambda: gc.rmsprop(0.1, centered="yes"), TypeError, "centered must be a bool"),
+    ("adagrad negative initial value", lambda: gc.adagrad(0.1, initial_accumulator_value=-0.1), ValueError, "initial_value"),
     # live hyperparameters
     ("set unknown hyperparameter", lambda: gc.set_hyperparams(gc.sgd(0.1).init(P), lr=0.1), ValueError, "no hyperparameter named 'lr'"),
     ("set nan hyperparameter", lambda: gc.set_hyperparams(gc.sgd(0.1).init(P), learning_rate=NAN), ValueError, "learning_rate must be finite"),
@@ -175,6 +186,18 @@ def test_supported_edge_cases():
     tx = gc.adam(0.1)
     updates, _ = tx.update({"w": jnp.ones(2), "frozen": None}, tx.init(params), params)
     assert updates["frozen"] is None
+    # issue 17: NumPy/JAX boolean mask leaves, momentum=None, NumPy float64 parameters, and a
+    # non-array leaf (an Equinox activation) passed through by stateless SGD
+    gc.masked(gc.scale(1.0), {"w": np.bool_(True), "b": jnp.bool_(False)}).init(P)
+    gc.sgd(0.1, momentum=None).init(P)
+    tx = gc.adam(0.1)
+    params64 = np.ones(3)
+    updates, _ = tx.update(params64, tx.init(params64), params64)
+    assert updates.dtype == jnp.float32
+    model = {"w": jnp.ones(2), "act": jax.nn.relu}
+    tx = gc.sgd(0.1)
+    updates, _ = tx.update({"w": jnp.ones(2), "act": None}, tx.init(model), model)
+    assert gc.apply_updates(model, updates)["act"] is jax.nn.relu
     # numpy scalars and 0-d arrays as hyperparameters
     gc.sgd(np.float32(0.1), momentum=np.float64(0.9))
     gc.adam(jnp.asarray(1e-3))

@@ -7,9 +7,9 @@ import textwrap
 import chex
 import jax
 import pytest
+from helpers import gradient, random_tree
 
 import gradchain as gc
-from helpers import gradient, random_tree
 
 PARAMS = random_tree(jax.random.PRNGKey(0))
 OPTIMIZERS = {

@@ -5,9 +5,9 @@ import jax
 import jax.numpy as jnp
 import optax
 import pytest
+from helpers import assert_close, random_tree, run
 
 import gradchain as gc
-from helpers import assert_close, random_tree, run
 
 PARAMS = random_tree(jax.random.PRNGKey(0))
 GRADS = random_tree(jax.random.PRNGKey(1))

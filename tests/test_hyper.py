@@ -5,10 +5,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import gradient, random_tree
 
 import gradchain as gc
 from gradchain import hyper
-from helpers import gradient, random_tree
 
 PARAMS = random_tree(jax.random.PRNGKey(0))
 
@@ -27,7 +27,7 @@ def test_a_schedule_shows_the_value_the_next_step_uses():
     state = tx.init(PARAMS)
     assert float(gc.get_hyperparams(state)["learning_rate"]) == 1.0
     seen = []
-    for step in range(4):
+    for _step in range(4):
         lr = float(gc.get_hyperparams(state)["learning_rate"])
         grads = jax.tree.map(jnp.ones_like, PARAMS)
         updates, state = tx.update(grads, state, PARAMS)

@@ -5,10 +5,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from helpers import assert_close, run
 
 import gradchain as gc
 from gradchain.multi_tensor import MultiTensorState, Packed
-from helpers import assert_close, run
 
 
 def many_leaves(key, n=12, half=False):

@@ -5,9 +5,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from helpers import assert_close, gradient, random_tree, run
 
 import gradchain as gc
-from helpers import assert_close, gradient, random_tree, run
 
 STEPS = 500
 PARAMS = random_tree(jax.random.PRNGKey(0))

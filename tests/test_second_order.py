@@ -5,6 +5,7 @@ References are closed forms (known minima, the Wolfe conditions themselves) and
 objectives are module-level functions so that repeated calls hit ``minimize``'s compile cache.
 """
 
+import itertools
 import math
 
 import chex
@@ -157,7 +158,7 @@ def test_newton_converges_quadratically():
         assert np.all(np.diff(np.asarray(result.history.fun[: nit + 1])) < 0)
         assert int(result.history.nfev[nit]) == int(result.nfev)
         assert np.all(np.isnan(np.asarray(result.history.grad_norm[nit + 1 :])))
-        pairs = [(a, b) for a, b in zip(g[:-1], g[1:]) if 1e-12 < b and a < 1e-1]
+        pairs = [(a, b) for a, b in itertools.pairwise(g) if 1e-12 < b and a < 1e-1]
         assert len(pairs) >= 2, g
         for a, b in pairs:
             assert b <= 1.0 * a**2, f"not quadratic: {a:.3g} -> {b:.3g} (history {g})"

@@ -16,7 +16,7 @@ from __future__ import annotations
 import numbers
 from collections.abc import Callable
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
 import jax
 import jax.numpy as jnp
@@ -44,7 +44,7 @@ def image(
     must lie in [0, 1] (NaN is rejected too).
     """
     if not isinstance(x, (jax.Array, np.ndarray)):
-        if isinstance(x, (list, tuple)) or isinstance(x, numbers.Number):
+        if isinstance(x, (list, tuple, numbers.Number)):
             x = np.asarray(x)
         else:
             raise TypeError(
@@ -94,7 +94,7 @@ def key(fn: str, key: Any) -> jax.Array:
         dtype = key.dtype
         typed = jnp.issubdtype(dtype, jax.dtypes.prng_key)
         if (typed and key.ndim == 0) or (dtype == jnp.uint32 and key.shape == (2,)):
-            return key
+            return cast(jax.Array, key)  # a NumPy uint32 pair is accepted as it is
         raise TypeError(
             f"{fn}: key must be one JAX PRNG key (jax.random.key(0) or jax.random.PRNGKey(0)), "
             f"got an array of dtype {dtype} and shape {tuple(key.shape)}"

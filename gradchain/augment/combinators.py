@@ -101,7 +101,7 @@ def random_choice(fns: Sequence[Augmentation], p: Sequence[float] | jax.Array | 
 
 
 def batch(fn: Augmentation) -> Callable[..., jax.Array]:
-    """Turn a per-image augmentation into a batch one: ``batched(key, images, **params)``.
+    """Turn a per-image augmentation into a batch one, ``batched(key, images)`` (keyword parameters pass through).
 
     ``images`` is NHWC; image ``i`` is augmented with key ``split(key, N)[i]`` and the keyword
     ``params`` (shared by the batch) — ``vmap(lambda k, x: fn(k, x, **params))``.  Concrete

@@ -43,9 +43,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gradchain.augment import _checks
-from gradchain.augment import geometric as _geo
-from gradchain.augment import photometric as _photo
+from gradchain.augment import _checks, geometric as _geo, photometric as _photo
 
 __all__ = [
     "AUTOAUGMENT_POLICIES",

@@ -14,8 +14,13 @@ def sample_images(short_side: int | None = None) -> jax.Array:
 
     Full size ``(2, 427, 640, 3)``; with ``short_side`` both are resized (antialiased linear)
     so that the short side is ``short_side`` pixels, e.g. ``sample_images(64)`` is
-    ``(2, 64, 96, 3)``.  Needs scikit-learn (imported here only).
+    ``(2, 64, 96, 3)``.  Needs scikit-learn and pillow (``pip install 'gradchain[samples]'``).
     """
+    from gradchain._optional import missing
+
+    message = missing("sklearn", "PIL", extra="samples", purpose="sample_images")
+    if message is not None:
+        raise ModuleNotFoundError(message)
     from sklearn.datasets import load_sample_images
 
     images = jnp.asarray(np.stack(load_sample_images().images), jnp.uint8)

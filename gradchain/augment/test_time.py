@@ -16,8 +16,7 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 
-from gradchain.augment import _checks
-from gradchain.augment import geometric as _geo
+from gradchain.augment import _checks, geometric as _geo
 
 __all__ = ["RESNET_SCALES", "ten_crops", "tta_predict"]
 
@@ -110,4 +109,5 @@ def tta_predict(
         probs = jax.nn.softmax(logits.astype(jnp.promote_types(logits.dtype, jnp.float32)), axis=-1)
         probs = probs.reshape(n, views, -1).mean(axis=1)
         total = probs if total is None else total + probs
+    assert total is not None  # scales is non-empty (checked above)
     return total / len(scales)

@@ -5,17 +5,18 @@ value (a rate under ``vmap``, say) cannot be inspected and is accepted as it is.
 from __future__ import annotations
 
 import numbers
-from typing import Any
+from typing import Any, cast
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.core import Tracer
 
 from gradchain import hyper
 
 
 def is_traced(value: Any) -> bool:
-    return isinstance(value, jax.core.Tracer)
+    return isinstance(value, Tracer)
 
 
 def number(
@@ -85,7 +86,7 @@ def key(fn: str, key: Any) -> jax.Array:
             f"{fn}: key must be a JAX PRNG key (jax.random.key or jax.random.PRNGKey), "
             f"got {key!r} of type {type(key).__name__}"
         )
-    return key
+    return cast(jax.Array, key)  # a NumPy uint32 pair is accepted as it is
 
 
 def floating(fn: str, name: str, x: Any) -> jax.Array:
@@ -109,7 +110,7 @@ def axes(fn: str, name: str, value: Any, ndim: int) -> tuple[int, ...]:
     seq = (value,) if isinstance(value, numbers.Integral) else tuple(value)
     out = []
     for a in seq:
-        if isinstance(a, bool) or not isinstance(a, numbers.Integral) or not -ndim <= a < ndim:
+        if isinstance(a, bool) or not isinstance(a, numbers.Integral) or not -ndim <= int(a) < ndim:
             raise ValueError(
                 f"{fn}: {name} must be axes of an array of rank {ndim} "
                 f"(ints in [{-ndim}, {ndim - 1}]), got {value!r}"

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import numbers
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 import jax
 import jax.numpy as jnp
@@ -44,7 +44,7 @@ class BatchNormState(NamedTuple):
 def batch_norm_init(num_features: int | Sequence[int], dtype=jnp.float32) -> BatchNormState:
     """Fresh running statistics for ``num_features`` features (an int, or the shape of several
     feature axes): mean 0, variance 1, as in Flax."""
-    shape = (num_features,) if isinstance(num_features, numbers.Integral) else tuple(num_features)
+    shape = (num_features,) if isinstance(num_features, numbers.Integral) else tuple(cast(Sequence[int], num_features))
     if not shape or any(isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1 for n in shape):
         raise ValueError(
             f"batch_norm_init: num_features must be a positive int or a tuple of them, got {num_features!r}"

@@ -120,5 +120,15 @@ def dropconnect(
     One call draws one mask for the whole batch; for a mask per example (the paper's setting),
     ``jax.vmap`` the layer over examples with split keys.  Use it as
     ``x @ dropconnect(key, w, rate) + b``.
+
+    Args:
+      key: a PRNG key (``None`` allowed when ``deterministic``).
+      weights: the weight array.
+      rate: the drop probability in [0, 1).
+      deterministic: the test-time path (no key needed).
+      inverted: scale at training time (default) instead of at test time.
+
+    Returns:
+      The weights to use, of the shape and dtype of ``weights``.
     """
     return _drop("dropconnect", "weights", key, weights, rate, deterministic, inverted, ())

@@ -39,6 +39,16 @@ def marginalize(
     (``vmap``) inside a ``jax.lax.scan`` that keeps only a running sum, so memory is that of
     ``B`` evaluations; ``batch_size=1`` is a plain loop.  The keys, hence the result up to
     rounding, do not depend on ``batch_size``.  Works under ``jit``.
+
+    Args:
+      fn: ``fn(key, x) -> pytree``.
+      key: a PRNG key.
+      x: the input, passed to every sample.
+      num_samples: ``S``, a positive int.
+      batch_size: ``None`` (all at once) or a positive int dividing the work.
+
+    Returns:
+      The mean of the ``S`` outputs, leaf by leaf.
     """
     name = "marginalize"
     if not callable(fn):

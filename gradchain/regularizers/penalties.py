@@ -20,7 +20,7 @@ explicitly.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import jax
 import jax.numpy as jnp
@@ -47,14 +47,21 @@ def _selected_leaves(fn: str, params: Any, mask: Mask | Callable[[Any], Mask]) -
 def _total(leaves: list[jax.Array], term: Callable[[jax.Array], jax.Array]) -> jax.Array:
     if not leaves:
         return jnp.zeros((), jnp.result_type(float))
-    return sum(jnp.sum(term(jnp.asarray(w))) for w in leaves)
+    return cast(jax.Array, sum(jnp.sum(term(jnp.asarray(w))) for w in leaves))
 
 
 def l2_penalty(params: Any, l2: Any, mask: Mask | Callable[[Any], Mask] = decay_mask) -> jax.Array:
     """``l2 · Σ w²`` over the masked leaves of ``params`` (the lecture's L2 term, "weight decay").
 
-    Its gradient is ``2 · l2 · w``, what :func:`gradchain.add_l2_penalty` adds.  ``l2 >= 0`` may
-    be a traced array (``vmap`` over penalty strengths).  Returns a scalar.
+    Its gradient is ``2 · l2 · w``, what :func:`gradchain.add_l2_penalty` adds.
+
+    Args:
+      params: a pytree of arrays.
+      l2: ≥ 0; may be a traced array (``vmap`` over penalty strengths).
+      mask: which leaves count (default :func:`gradchain.decay_mask`: no biases, no norm scales).
+
+    Returns:
+      A scalar.
     """
     _checks.number("l2_penalty", "l2", l2, low=0.0)
     return l2 * _total(_selected_leaves("l2_penalty", params, mask), jnp.square)
@@ -64,7 +71,15 @@ def l1_penalty(params: Any, l1: Any, mask: Mask | Callable[[Any], Mask] = decay_
     """``l1 · Σ |w|`` over the masked leaves of ``params`` (the lecture's L1 term).
 
     Its (sub)gradient is ``l1 · sign(w)`` (0 at w = 0, as ``jax.grad`` of ``abs`` gives), what
-    :func:`gradchain.add_l1_penalty` adds.  Returns a scalar.
+    :func:`gradchain.add_l1_penalty` adds.
+
+    Args:
+      params: a pytree of arrays.
+      l1: ≥ 0.
+      mask: which leaves count (default :func:`gradchain.decay_mask`).
+
+    Returns:
+      A scalar.
     """
     _checks.number("l1_penalty", "l1", l1, low=0.0)
     return l1 * _total(_selected_leaves("l1_penalty", params, mask), jnp.abs)
@@ -76,7 +91,16 @@ def elastic_net_penalty(
     """``l1 · Σ |w| + l2 · Σ w²`` (elastic net, Zou & Hastie 2005) over the masked leaves.
 
     Its gradient is ``l1 · sign(w) + 2 · l2 · w``, what :func:`gradchain.add_elastic_net_penalty`
-    adds.  Returns a scalar.
+    adds.
+
+    Args:
+      params: a pytree of arrays.
+      l1: ≥ 0.
+      l2: ≥ 0.
+      mask: which leaves count (default :func:`gradchain.decay_mask`).
+
+    Returns:
+      A scalar.
     """
     _checks.number("elastic_net_penalty", "l1", l1, low=0.0)
     _checks.number("elastic_net_penalty", "l2", l2, low=0.0)

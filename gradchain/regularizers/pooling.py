@@ -45,7 +45,7 @@ _FN = "fractional_max_pool"
 
 
 def _output_size(n_in: int, ratio: float, axis_name: str) -> int:
-    n_out = int(math.floor(n_in / ratio))
+    n_out = math.floor(n_in / ratio)
     if n_out < 1:
         raise ValueError(
             f"{_FN}: {axis_name} of {n_in} pixels pooled by ratio={ratio:g} leaves no output "

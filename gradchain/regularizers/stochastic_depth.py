@@ -76,6 +76,13 @@ def linear_decay_survival(num_layers: int, final_prob: float = 0.5) -> jax.Array
     (low-level features that later ones depend on) almost always survive, the last survives
     with probability ``p_L = final_prob`` (0.5 in the paper).  Returns an array of shape
     ``(num_layers,)``; the expected depth is ``Σ p_l ≈ (3L - 1) / 4`` for ``p_L = 0.5``.
+
+    Args:
+      num_layers: ``L``, a positive int.
+      final_prob: ``p_L`` in (0, 1].
+
+    Returns:
+      An array of shape ``(num_layers,)``.
     """
     fn = "linear_decay_survival"
     num_layers = _checks.positive_int(fn, "num_layers", num_layers)

@@ -15,38 +15,39 @@ don't forget to disable all sources of noise)" — as pure, jit-compiled JAX:
 Reference: J. Nocedal and S. J. Wright, *Numerical Optimization*, 2nd ed., Springer 2006.
 """
 
-from gradchain.second_order.bfgs import BFGSMethod, BFGSState, bfgs
+from gradchain.second_order.bfgs import BFGSMethod as BFGSMethod, BFGSState as BFGSState, bfgs
 from gradchain.second_order.lbfgs import (
-    LBFGSMethod,
-    LBFGSState,
+    LBFGSMethod as LBFGSMethod,
+    LBFGSState as LBFGSState,
     LBFGSTransformState,
     lbfgs,
     lbfgs_transform,
 )
 from gradchain.second_order.linesearch import (
-    LS_MAX_EVALS,
-    LS_MAX_STEP,
-    LS_NOT_DESCENT,
-    LS_ROUNDING,
-    LS_SUCCESS,
+    LS_MAX_EVALS as LS_MAX_EVALS,
+    LS_MAX_STEP as LS_MAX_STEP,
+    LS_NOT_DESCENT as LS_NOT_DESCENT,
+    LS_ROUNDING as LS_ROUNDING,
+    LS_SUCCESS as LS_SUCCESS,
     Backtracking,
     LineSearchResult,
-    LineSearchState,
+    LineSearchState as LineSearchState,
     StrongWolfe,
     backtracking,
     strong_wolfe,
 )
 from gradchain.second_order.minimize import (
-    CONVERGED,
-    LINESEARCH_FAILED,
-    MAX_ITER,
-    NONFINITE,
+    CONVERGED as CONVERGED,
+    LINESEARCH_FAILED as LINESEARCH_FAILED,
+    MAX_ITER as MAX_ITER,
+    NONFINITE as NONFINITE,
+    SMALL_DECREASE as SMALL_DECREASE,
     STATUS_MESSAGES,
     MinimizeHistory,
     MinimizeResult,
     minimize,
 )
-from gradchain.second_order.newton import NewtonMethod, NewtonState, newton
+from gradchain.second_order.newton import NewtonMethod as NewtonMethod, NewtonState as NewtonState, newton
 
 # The top-level ``gradchain`` re-exports these; the status and line-search codes and the method
 # and state classes stay importable from ``gradchain.second_order``.

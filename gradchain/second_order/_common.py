@@ -15,6 +15,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.core import Tracer
 from jax.flatten_util import ravel_pytree
 
 
@@ -23,7 +24,7 @@ def check_positive(name: str, value: Any, *, integer: bool = False, upper: float
 
     Traced values (inside ``jit``) cannot be inspected and pass unchanged.
     """
-    if isinstance(value, jax.core.Tracer):
+    if isinstance(value, Tracer):
         if integer:
             raise TypeError(f"{name} must be a concrete Python int (it fixes array sizes), got a traced value")
         return value

@@ -33,18 +33,27 @@ class Method(Protocol):
     of its compiled program (the same configuration reuses the same program).
     """
 
-    name: str
-    starts_fresh: bool  # is the first direction steepest descent (no curvature known yet)?
-    default_linesearch: str
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def starts_fresh(self) -> bool:
+        """Is the first direction steepest descent (no curvature known yet)?"""
+        ...
+
+    @property
+    def default_linesearch(self) -> str: ...
 
     def init(self, x: jax.Array, g: jax.Array) -> Any: ...
 
     def direction(self, state: Any, x: jax.Array, g: jax.Array, objective: Callable) -> tuple[jax.Array, jax.Array, Any, jax.Array]:
         """Return ``(d, init_step, state, nhev)``: direction, first trial step, Hessian uses."""
+        ...
 
     def update(self, state: Any, s: jax.Array, y: jax.Array, moved: jax.Array) -> Any:
         """Learn from the step ``s``, ``y`` when ``moved``; otherwise reset the curvature model
         so that the next direction is steepest descent."""
+        ...
 
 
 def steepest_descent_step(g: jax.Array) -> jax.Array:

@@ -64,5 +64,9 @@ class BFGSMethod:
 
 
 def bfgs() -> BFGSMethod:
-    """Dense BFGS for ``minimize(..., method=bfgs())``; formulas in the module docstring."""
+    """Dense BFGS for ``minimize(..., method=bfgs())``; formulas in the module docstring.
+
+    Returns:
+      A :class:`BFGSMethod`.
+    """
     return BFGSMethod()

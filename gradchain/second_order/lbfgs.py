@@ -171,6 +171,12 @@ def lbfgs(memory_size: int = 10) -> LBFGSMethod:
     """L-BFGS with ``memory_size`` curvature pairs, for ``minimize(..., method=lbfgs(...))``.
 
     See the module docstring for the formulas (N&W Algorithm 7.4 and eq. 7.20).
+
+    Args:
+      memory_size: the number of curvature pairs kept, a positive int.
+
+    Returns:
+      An :class:`LBFGSMethod` (hashable: the same configuration reuses the compiled program).
     """
     return LBFGSMethod(memory_size=check_positive("memory_size", memory_size, integer=True))
 
@@ -190,7 +196,7 @@ class LBFGSTransformState(NamedTuple):
     ``nfev`` counts evaluations of ``fun`` (value and gradient) made by the transformation.
     """
 
-    count: jax.Array
+    count: jax.Array  # pyright: ignore[reportIncompatibleMethodOverride] - a field, as in Optax
     x: jax.Array
     value: jax.Array
     grad: jax.Array

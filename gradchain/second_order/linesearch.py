@@ -367,7 +367,7 @@ def strong_wolfe(
     max_step: float = 1e10,
     slope: jax.Array | None = None,
 ) -> LineSearchResult:
-    """Line search for the strong Wolfe conditions (N&W Algorithms 3.5 and 3.6).
+    """Line search for the strong Wolfe conditions (N&W Algorithms 3.5 and 3.6)::
 
         φ(α) ≤ φ(0) + c1 α φ'(0)          (sufficient decrease)
         |φ'(α)| ≤ c2 |φ'(0)|              (curvature)

@@ -26,6 +26,8 @@ code    name                  meaning
                               cannot decrease measurably any more in its dtype (float32
                               near a minimum), or f is not smooth there
 3       ``NONFINITE``         ``f(x0)`` or ``∇f(x0)`` is inf or nan
+4       ``SMALL_DECREASE``    with ``ftol``: an iteration decreased f by at most
+                              ``ftol · max(|f_k|, |f_k+1|, 1)`` (scipy's ftol; a success)
 ======  ====================  =============================================================
 """
 
@@ -39,12 +41,13 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.core import Tracer
 
 from gradchain.second_order._common import check_fun, check_positive, flat_objective
 from gradchain.second_order._step import Method, resolve_linesearch, safe_direction
-from gradchain.second_order.linesearch import Backtracking, StrongWolfe
 from gradchain.second_order.bfgs import BFGSMethod, bfgs
 from gradchain.second_order.lbfgs import LBFGSMethod, lbfgs
+from gradchain.second_order.linesearch import Backtracking, StrongWolfe
 from gradchain.second_order.newton import NewtonMethod, newton
 
 __all__ = [
@@ -55,6 +58,7 @@ __all__ = [
     "MAX_ITER",
     "LINESEARCH_FAILED",
     "NONFINITE",
+    "SMALL_DECREASE",
     "STATUS_MESSAGES",
 ]
 
@@ -63,6 +67,7 @@ CONVERGED = 0
 MAX_ITER = 1
 LINESEARCH_FAILED = 2
 NONFINITE = 3
+SMALL_DECREASE = 4
 
 STATUS_MESSAGES = {
     CONVERGED: "converged: the gradient norm is at most tol",
@@ -73,6 +78,10 @@ STATUS_MESSAGES = {
         "more in its dtype: x is as good as this precision allows; use float64 or a larger tol)"
     ),
     NONFINITE: "stopped: fun or its gradient is not finite (inf or nan) at x0",
+    SMALL_DECREASE: (
+        "converged: the relative decrease of f, (f_k - f_k+1) / max(|f_k|, |f_k+1|, 1), is at "
+        "most ftol (scipy's ftol)"
+    ),
 }
 
 METHODS = {"lbfgs": lbfgs, "l-bfgs": lbfgs, "bfgs": bfgs, "newton": newton}
@@ -94,7 +103,7 @@ class MinimizeResult(NamedTuple):
     ``f`` and ``∇f`` at ``x``; ``grad_norm`` is the norm the stopping test used; ``nit`` counts
     iterations, ``nfev`` evaluations of ``fun`` with its gradient (the start point included),
     ``nhev`` Hessians or Hessian-vector products (Newton); ``status`` is one of the codes of
-    :data:`STATUS_MESSAGES` and ``success`` is ``status == CONVERGED``.  ``message`` turns the
+    :data:`STATUS_MESSAGES` and ``success`` is ``status`` in (``CONVERGED``, ``SMALL_DECREASE``).  ``message`` turns the
     status into text.  All fields are arrays, so the result passes through ``jit`` and ``vmap``.
     """
 
@@ -111,7 +120,7 @@ class MinimizeResult(NamedTuple):
 
     @property
     def message(self) -> str | list[str]:
-        if isinstance(self.status, jax.core.Tracer):
+        if isinstance(self.status, Tracer):
             raise TypeError("message needs a concrete status: read it outside jit (or return result.status)")
         codes = np.asarray(self.status)
         if codes.ndim == 0:
@@ -153,6 +162,7 @@ def minimize(
     *,
     args: tuple = (),
     tol: float | jax.Array = 1e-6,
+    ftol: float | jax.Array | None = None,
     max_iter: int = 1000,
     norm: str | float = "inf",
     linesearch: str | StrongWolfe | Backtracking | None = None,
@@ -168,8 +178,11 @@ def minimize(
         object: ``lbfgs(memory_size=20)``, ``bfgs()``, ``newton(solver="cg")``.
       args: extra arguments of ``fun`` (e.g. data), traced: new data does not recompile.
       tol: stop when ``‖∇f(x)‖ ≤ tol`` (> 0).
+      ftol: also stop (``status`` ``SMALL_DECREASE``, a success) when an iteration decreases
+        ``f`` by at most ``ftol · max(|f_k|, |f_k+1|, 1)``: scipy's ``ftol`` of L-BFGS-B
+        (its default is ``2.2e-9``).  ``None`` (default): only the gradient test.
       max_iter: at most this many iterations (a positive int).
-      norm: the gradient norm of the stopping test: ``"inf"`` (max |∂f/∂x_i|, as scipy's
+      norm: the gradient norm of the stopping test: ``"inf"`` (max ``|∂f/∂x_i|``, as scipy's
         ``pgtol`` in L-BFGS-B) or ``2`` (Euclidean, as ``optax.tree_l2_norm``).
       linesearch: ``"wolfe"`` (strong Wolfe, default for L-BFGS and BFGS), ``"backtracking"``
         (Armijo, default for Newton), or a configured search: ``StrongWolfe(c1=1e-4, c2=0.9,
@@ -192,6 +205,8 @@ def minimize(
     method = _resolve_method(method, options)
     ls = resolve_linesearch(linesearch, method)
     check_positive("tol", tol)
+    if ftol is not None:
+        check_positive("ftol", ftol)
     max_iter = check_positive("max_iter", max_iter, integer=True)
     norm = _check_norm(norm)
     if not isinstance(args, tuple):
@@ -201,7 +216,8 @@ def minimize(
     # max_iter is a traced input (a new cap reuses the compiled program) unless it sizes the
     # history arrays.
     hist_len = max_iter + 1 if history else 0
-    return _run(fun, method, ls, norm, hist_len, x0, args, tol, jnp.asarray(max_iter, jnp.int32))
+    ftol_value = 0.0 if ftol is None else ftol
+    return _run(fun, method, ls, norm, hist_len, x0, args, tol, ftol_value, jnp.asarray(max_iter, jnp.int32))
 
 
 class _Loop(NamedTuple):
@@ -223,7 +239,7 @@ class _Loop(NamedTuple):
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1, 2, 3, 4))
-def _run(fun, method, linesearch, norm, hist_len, x0, args, tol, max_iter):
+def _run(fun, method, linesearch, norm, hist_len, x0, args, tol, ftol, max_iter):
     """The whole run: a ``while_loop`` over iterations, each a line search (an inner
     ``while_loop``, one evaluation per trial) followed by the method's update.
 
@@ -235,6 +251,7 @@ def _run(fun, method, linesearch, norm, hist_len, x0, args, tol, max_iter):
     x, unravel, objective = flat_objective(fun, x0, args)
     dtype = x.dtype
     tol = jnp.asarray(tol, dtype)
+    ftol = jnp.asarray(ftol, dtype)
     value_and_grad = jax.value_and_grad(objective)
     gnorm_of = (lambda g: jnp.max(jnp.abs(g))) if norm == math.inf else jnp.linalg.norm
     zeros = jnp.zeros_like(x)
@@ -284,7 +301,11 @@ def _run(fun, method, linesearch, norm, hist_len, x0, args, tol, max_iter):
             jnp.where(
                 moved & (gnorm <= tol),
                 CONVERGED,
-                jnp.where(give_up, LINESEARCH_FAILED, jnp.where(nit >= max_iter, MAX_ITER, RUNNING)),
+                jnp.where(
+                    moved & (s.f - f_new <= ftol * jnp.maximum(jnp.maximum(jnp.abs(s.f), jnp.abs(f_new)), 1)),
+                    SMALL_DECREASE,
+                    jnp.where(give_up, LINESEARCH_FAILED, jnp.where(nit >= max_iter, MAX_ITER, RUNNING)),
+                ),
             ),
         ).astype(jnp.int32)
         d, step0, state, nhev = method.direction(state, x_new, g_new, objective)
@@ -306,6 +327,6 @@ def _run(fun, method, linesearch, norm, hist_len, x0, args, tol, max_iter):
         nfev=s.nfev,
         nhev=s.nhev,
         status=s.status,
-        success=s.status == CONVERGED,
+        success=(s.status == CONVERGED) | (s.status == SMALL_DECREASE),
         history=s.hist,
     )

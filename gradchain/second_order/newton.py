@@ -115,7 +115,7 @@ def _cg_step(objective, x, g, max_iter):
         rr = jnp.vdot(r, r)
         converged = jnp.sqrt(rr) <= tol
         p = -r + (rr / c.rr) * c.p
-        keep = lambda new, old: jnp.where(negative, old, new)  # noqa: E731
+        keep = lambda new, old: jnp.where(negative, old, new)
         return CG(keep(z, c.z), keep(r, c.r), keep(p, c.p), keep(rr, c.rr), c.j + 1,
                   negative | converged | (c.j + 1 >= max_iter), negative)
 

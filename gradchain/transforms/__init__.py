@@ -7,9 +7,12 @@ from gradchain.transforms.adaptive import (
     moment,
     ratio,
     scale_by_adam,
+    scale_by_centred_rms,
     scale_by_rms,
     scale_by_sum_of_squares,
+    shift,
     sqrt,
+    variance,
 )
 from gradchain.transforms.clipping import clip, clip_by_global_norm, global_norm
 from gradchain.transforms.decay import (
@@ -44,7 +47,10 @@ __all__ = [
     "scale_by_adam",
     "scale_by_learning_rate",
     "scale_by_momentum",
+    "scale_by_centred_rms",
     "scale_by_rms",
     "scale_by_sum_of_squares",
+    "shift",
     "sqrt",
+    "variance",
 ]

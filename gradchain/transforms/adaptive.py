@@ -27,29 +27,29 @@ import jax
 import jax.numpy as jnp
 
 from gradchain import hyper
-from gradchain.core import GradientTransformation, EmptyState, chain, identity
+from gradchain.core import EmptyState, GradientTransformation, chain, identity
 from gradchain.transforms._base import cast_like, transformation
 
 
 class MomentState(NamedTuple):
-    count: jax.Array
+    count: jax.Array  # pyright: ignore[reportIncompatibleMethodOverride] - a field, as in Optax
     hyperparams: dict
     moment: Any  # a pytree like the parameters
 
 
 class AccumulateSquaresState(NamedTuple):
-    count: jax.Array
+    count: jax.Array  # pyright: ignore[reportIncompatibleMethodOverride] - a field, as in Optax
     hyperparams: dict
     sum_of_squares: Any  # a pytree like the parameters
 
 
 class BiasCorrectionState(NamedTuple):
-    count: jax.Array
+    count: jax.Array  # pyright: ignore[reportIncompatibleMethodOverride] - a field, as in Optax
     hyperparams: dict
 
 
 class RatioState(NamedTuple):
-    count: jax.Array
+    count: jax.Array  # pyright: ignore[reportIncompatibleMethodOverride] - a field, as in Optax
     hyperparams: dict
     numerator: Any
     denominator: Any
@@ -60,7 +60,13 @@ def _zeros(dtype):
 
 
 def moment(
-    decay: hyper.Hyperparameter, order: int = 1, *, dtype=None, name: str = "decay"
+    decay: hyper.Hyperparameter,
+    order: int = 1,
+    *,
+    dtype: Any = None,
+    name: str = "decay",
+    debias: bool = False,
+    nesterov: bool = False,
 ) -> GradientTransformation:
     """Exponential moving average of ``g**order``, starting at zero: ``m <- β m + (1-β) g^k``.
 
@@ -71,10 +77,20 @@ def moment(
         parameter's own.  The output is computed before this cast, as in Optax, and the
         arithmetic is done in at least float32 (half-precision moments stay finite).
       name: key of β in ``get_hyperparams`` (Adam uses ``"b1"`` and ``"b2"``).
+      debias: output ``m / (1 - β^t)`` at the t-th update (the same as chaining
+        :func:`bias_correction` after it, with β stored once in this state).
+      nesterov: output Nesterov's look-ahead ``β·m + (1-β)·g`` (NAdam, Dozat 2016); with
+        ``debias``: ``β·m/(1 - β^(t+1)) + (1-β)·g/(1 - β^t)``, as ``optax.nadam``.
+
+    Returns:
+      A transformation whose state is a ``MomentState(count, hyperparams, moment)``.
     """
     hyper.check(name, decay, low=0.0, high=1.0, high_open=True)
     if order not in (1, 2):
         raise ValueError(f"order must be 1 or 2, got {order!r}")
+    for flag, value in (("debias", debias), ("nesterov", nesterov)):
+        if not isinstance(value, bool):
+            raise TypeError(f"{flag} must be a bool, got {value!r}")
 
     def step(updates, buffers, params, count, decay):
         def average(g, m):
@@ -89,6 +105,20 @@ def moment(
 
         new = jax.tree.map(average, updates, buffers["moment"])
         stored = jax.tree.map(lambda m, old: m.astype(old.dtype), new, buffers["moment"])
+        t = hyper.increment(count)
+        if nesterov:
+            beta = jnp.asarray(decay)
+            c_next = 1 - beta ** hyper.increment(t) if debias else jnp.ones_like(beta)
+            c_now = 1 - beta**t if debias else jnp.ones_like(beta)
+
+            def look_ahead(m, g):
+                b = beta.astype(m.dtype)
+                return b * m / c_next.astype(m.dtype) + (1 - b) * g.astype(m.dtype) / c_now.astype(m.dtype)
+
+            new = jax.tree.map(look_ahead, new, updates)
+        elif debias:
+            correction = 1 - jnp.asarray(decay) ** t
+            new = jax.tree.map(lambda u: u / correction.astype(u.dtype), new)
         return new, {"moment": stored}
 
     return transformation(
@@ -96,22 +126,105 @@ def moment(
     )
 
 
-def accumulate_squares(*, dtype=None) -> GradientTransformation:
-    """Running sum of squared gradients, starting at zero: ``s <- s + g²`` (AdaGrad)."""
+def accumulate_squares(*, dtype: Any = None, initial_value: float = 0.0) -> GradientTransformation:
+    """Running sum of squared gradients: ``s <- s + g²`` (AdaGrad).
+
+    Args:
+      dtype: storage dtype of ``s`` (default: each parameter's).
+      initial_value: the start of ``s`` (≥ 0): 0 as in the lecture, 0.1 as ``optax.adagrad``.
+
+    Returns:
+      A transformation with state ``AccumulateSquaresState(count, hyperparams, sum_of_squares)``.
+    """
+    hyper.check_value("initial_value", initial_value, low=0.0)
 
     def step(updates, buffers, params, count):
         new = jax.tree.map(lambda g, s: s + g * g, updates, buffers["sum_of_squares"])
         stored = jax.tree.map(lambda s, old: s.astype(old.dtype), new, buffers["sum_of_squares"])
         return new, {"sum_of_squares": stored}
 
-    return transformation(
-        AccumulateSquaresState, step, {}, lambda p: {"sum_of_squares": _zeros(dtype)(p)}
-    )
+    def init_buffers(params):
+        start = lambda p: jnp.full_like(p, initial_value, dtype=dtype)
+        return {"sum_of_squares": jax.tree.map(start, params)}
+
+    return transformation(AccumulateSquaresState, step, {}, init_buffers)
+
+
+class VarianceState(NamedTuple):
+    count: jax.Array  # pyright: ignore[reportIncompatibleMethodOverride] - a field, as in Optax
+    hyperparams: dict
+    mean: Any  # a pytree like the parameters
+    second_moment: Any  # a pytree like the parameters
+
+
+def variance(decay: hyper.Hyperparameter, *, dtype: Any = None, name: str = "decay") -> GradientTransformation:
+    """Exponential moving variance: ``m <- βm + (1-β)g``, ``v <- βv + (1-β)g²``, output
+    ``max(v - m², 0)`` (centred RMSProp's statistic, Graves 2013).
+
+    Args:
+      decay: β in [0, 1).
+      dtype: storage dtype of both averages (default: each parameter's).
+      name: key of β in ``get_hyperparams``.
+
+    Returns:
+      A transformation with state ``VarianceState(count, hyperparams, mean, second_moment)``.
+    """
+    hyper.check(name, decay, low=0.0, high=1.0, high_open=True)
+
+    def step(updates, buffers, params, count, decay):
+        def averages(g, m, v):
+            beta = jnp.asarray(decay).astype(m.dtype)
+            g = g.astype(m.dtype)
+            return (1 - beta) * g + beta * m, (1 - beta) * g * g + beta * v
+
+        pairs = jax.tree.map(averages, updates, buffers["mean"], buffers["second_moment"])
+        is_pair = lambda x: isinstance(x, tuple) and len(x) == 2 and not hasattr(x, "_fields")
+        mean = jax.tree.map(lambda pr: pr[0], pairs, is_leaf=is_pair)
+        second = jax.tree.map(lambda pr: pr[1], pairs, is_leaf=is_pair)
+        out = jax.tree.map(lambda m, v: jnp.maximum(v - m * m, 0), mean, second)
+        return out, {"mean": mean, "second_moment": second}
+
+    def init_buffers(params):
+        return {"mean": _zeros(dtype)(params), "second_moment": _zeros(dtype)(params)}
+
+    return transformation(VarianceState, step, {name: decay}, init_buffers)
+
+
+class ShiftState(NamedTuple):
+    count: jax.Array  # pyright: ignore[reportIncompatibleMethodOverride] - a field, as in Optax
+    hyperparams: dict
+
+
+def shift(value: hyper.Hyperparameter, *, name: str = "shift") -> GradientTransformation:
+    """``u <- u + value`` (Adam's ``eps_root`` before the square root).
+
+    Args:
+      value: a finite number, array or schedule.
+      name: key of ``value`` in ``get_hyperparams``.
+
+    Returns:
+      A transformation with state ``ShiftState(count, hyperparams)``.
+    """
+    hyper.check(name, value)
+
+    def step(updates, buffers, params, count, value):
+        return jax.tree.map(lambda u: u + cast_like(value, u), updates), buffers
+
+    return transformation(ShiftState, step, {name: value})
 
 
 def bias_correction(decay: hyper.Hyperparameter, *, name: str = "decay") -> GradientTransformation:
     """Divide by ``1 - β^t`` at the t-th update (t = 1, 2, ...), undoing the zero start of an
-    exponential moving average with decay β (Kingma & Ba 2015, Alg. 1)."""
+    exponential moving average with decay β (Kingma & Ba 2015, Alg. 1).
+
+    Args:
+      decay: β in [0, 1), the decay of the average this follows.
+      name: key of β in ``get_hyperparams``.
+
+    Returns:
+      A transformation with state ``BiasCorrectionState(count, hyperparams)``.  (Adam uses
+      ``moment(..., debias=True)`` instead, which stores β once.)
+    """
     hyper.check(name, decay, low=0.0, high=1.0, high_open=True)
 
     def step(updates, buffers, params, count, decay):
@@ -130,7 +243,11 @@ _bias_correction = bias_correction  # scale_by_adam's flag of the same name shad
 
 
 def sqrt() -> GradientTransformation:
-    """Element-wise square root, ``u <- √u`` (turns a second moment into an RMS)."""
+    """Element-wise square root, ``u <- √u`` (turns a second moment into an RMS).
+
+    Returns:
+      A stateless transformation (state ``EmptyState()``).
+    """
 
     def init(params):
         del params
@@ -153,6 +270,14 @@ def ratio(
     Both transforms receive the same incoming updates ``g``; their outputs are divided leaf by
     leaf.  This is how the lecture's adaptive methods read: a statistic of the gradient over a
     normaliser of the same gradient, with ``eps`` (> 0) outside the square root.
+
+    Args:
+      numerator: a transformation (``identity()`` for the raw gradient).
+      denominator: a transformation of the same gradient.
+      eps: > 0, added to the denominator.
+
+    Returns:
+      A transformation with state ``RatioState(count, hyperparams, numerator, denominator)``.
     """
     hyper.check("eps", eps, low=0.0, low_open=True)
     for arg, tx in (("numerator", numerator), ("denominator", denominator)):
@@ -182,14 +307,53 @@ def ratio(
     return GradientTransformation(init, update)
 
 
-def scale_by_sum_of_squares(eps: hyper.Hyperparameter = 1e-7, *, dtype=None):
-    """AdaGrad's scaling: ``g / (√(Σ g²) + eps)`` (Duchi et al., JMLR 2011)."""
-    return ratio(identity(), chain(accumulate_squares(dtype=dtype), sqrt()), eps)
+def scale_by_sum_of_squares(
+    eps: hyper.Hyperparameter = 1e-7, *, dtype: Any = None, initial_value: float = 0.0
+) -> GradientTransformation:
+    """AdaGrad's scaling: ``g / (√(s₀ + Σ g²) + eps)`` (Duchi et al., JMLR 2011).
+
+    Args:
+      eps: > 0, outside the square root.
+      dtype: storage dtype of the sum (default: each parameter's).
+      initial_value: ``s₀`` ≥ 0 (0 here, 0.1 in ``optax.adagrad``).
+
+    Returns:
+      ``ratio(identity(), chain(accumulate_squares(), sqrt()), eps)``.
+    """
+    squares = accumulate_squares(dtype=dtype, initial_value=initial_value)
+    return ratio(identity(), chain(squares, sqrt()), eps)
 
 
-def scale_by_rms(decay: hyper.Hyperparameter = 0.9, eps: hyper.Hyperparameter = 1e-7, *, dtype=None):
+def scale_by_centred_rms(
+    decay: hyper.Hyperparameter = 0.9, eps: hyper.Hyperparameter = 1e-7, *, dtype: Any = None
+) -> GradientTransformation:
+    """Centred RMSProp's scaling ``g / (√(v - m²) + eps)`` (Graves 2013, eq. 38-40).
+
+    Args:
+      decay: ρ in [0, 1) of both averages.
+      eps: > 0, outside the square root (``optax.rmsprop(centered=True)`` adds it inside).
+      dtype: storage dtype of the averages.
+
+    Returns:
+      ``ratio(identity(), chain(variance(decay), sqrt()), eps)``.
+    """
+    return ratio(identity(), chain(variance(decay, dtype=dtype), sqrt()), eps)
+
+
+def scale_by_rms(
+    decay: hyper.Hyperparameter = 0.9, eps: hyper.Hyperparameter = 1e-7, *, dtype: Any = None
+) -> GradientTransformation:
     """RMSProp's scaling, "leaky AdaGrad": ``g / (√v + eps)``, ``v <- ρ v + (1-ρ) g²``
-    (Tieleman & Hinton 2012)."""
+    (Tieleman & Hinton 2012).
+
+    Args:
+      decay: ρ in [0, 1).
+      eps: > 0, outside the square root.
+      dtype: storage dtype of ``v``.
+
+    Returns:
+      ``ratio(identity(), chain(moment(decay, 2), sqrt()), eps)``.
+    """
     return ratio(identity(), chain(moment(decay, 2, dtype=dtype), sqrt()), eps)
 
 
@@ -199,18 +363,33 @@ def scale_by_adam(
     eps: hyper.Hyperparameter = 1e-7,
     *,
     bias_correction: bool = True,
-    mu_dtype=None,
-    nu_dtype=None,
+    eps_root: hyper.Hyperparameter = 0.0,
+    nesterov: bool = False,
+    mu_dtype: Any = None,
+    nu_dtype: Any = None,
 ) -> GradientTransformation:
-    """Adam's direction ``m̂ / (√v̂ + eps)`` (Kingma & Ba, ICLR 2015).
+    """Adam's direction ``m̂ / (√(v̂ + eps_root) + eps)`` (Kingma & Ba, ICLR 2015).
 
-    With ``bias_correction=False`` it is the lecture's "Adam (almost)": ``m / (√v + eps)``.
+    Args:
+      b1: decay of the first moment, in [0, 1).
+      b2: decay of the second moment, in [0, 1).
+      eps: > 0, outside the square root.
+      bias_correction: divide by ``1 - β^t``; ``False`` is the lecture's "Adam (almost)":
+        ``m / (√v + eps)``.
+      eps_root: ≥ 0 inside the square root (a :func:`shift` before :func:`sqrt`; none at 0).
+      nesterov: NAdam's look-ahead first moment (see :func:`moment`).
+      mu_dtype: storage dtype of ``m``.
+      nu_dtype: storage dtype of ``v``.
+
+    Returns:
+      ``ratio(chain(moment(b1, debias=True)), chain(moment(b2, 2, debias=True), sqrt()), eps)``:
+      each of b1 and b2 is stored once, in its moment's state.
     """
     if not isinstance(bias_correction, bool):
         raise TypeError(f"bias_correction must be a bool, got {bias_correction!r}")
-    first = [moment(b1, 1, dtype=mu_dtype, name="b1")]
-    second = [moment(b2, 2, dtype=nu_dtype, name="b2")]
-    if bias_correction:
-        first.append(_bias_correction(b1, name="b1"))
-        second.append(_bias_correction(b2, name="b2"))
-    return ratio(chain(*first), chain(*second, sqrt()), eps)
+    hyper.check("eps_root", eps_root, low=0.0)
+    first = moment(b1, 1, dtype=mu_dtype, name="b1", debias=bias_correction, nesterov=nesterov)
+    second = [moment(b2, 2, dtype=nu_dtype, name="b2", debias=bias_correction)]
+    if not hyper.is_zero(eps_root):
+        second.append(shift(eps_root, name="eps_root"))
+    return ratio(chain(first), chain(*second, sqrt()), eps)

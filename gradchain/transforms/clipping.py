@@ -13,12 +13,19 @@ from gradchain.transforms._base import cast_like, transformation
 
 
 class ClipState(NamedTuple):
-    count: jax.Array
+    count: jax.Array  # pyright: ignore[reportIncompatibleMethodOverride] - a field, as in Optax
     hyperparams: dict
 
 
 def global_norm(tree: Any) -> jax.Array:
-    """``√(Σ_leaves Σ_i x_i²)``, accumulated in at least float32."""
+    """``√(Σ_leaves Σ_i x_i²)``, accumulated in at least float32.
+
+    Args:
+      tree: a pytree of arrays.
+
+    Returns:
+      A scalar array (0 for an empty tree).
+    """
     squares = [
         jnp.sum(jnp.square(jnp.asarray(x, jnp.promote_types(jnp.asarray(x).dtype, jnp.float32))))
         for x in jax.tree.leaves(tree)
@@ -27,7 +34,14 @@ def global_norm(tree: Any) -> jax.Array:
 
 
 def clip(max_delta: hyper.Hyperparameter) -> GradientTransformation:
-    """Clip every element to ``[-max_delta, max_delta]`` (``max_delta`` ≥ 0)."""
+    """Clip every element to ``[-max_delta, max_delta]``.
+
+    Args:
+      max_delta: ≥ 0, a number, an array or a schedule.
+
+    Returns:
+      A transformation with state ``ClipState(count, hyperparams)``.
+    """
     hyper.check("max_delta", max_delta, low=0.0)
 
     def step(updates, buffers, params, count, max_delta):
@@ -41,8 +55,15 @@ def clip(max_delta: hyper.Hyperparameter) -> GradientTransformation:
 
 
 def clip_by_global_norm(max_norm: hyper.Hyperparameter) -> GradientTransformation:
-    """Rescale the whole tree so that its global norm is at most ``max_norm`` (> 0):
-    ``u <- u · max_norm / ‖u‖`` when ``‖u‖ > max_norm`` (Pascanu et al., ICML 2013)."""
+    """Rescale the whole tree so that its global norm is at most ``max_norm``:
+    ``u <- u · max_norm / ‖u‖`` when ``‖u‖ > max_norm`` (Pascanu et al., ICML 2013).
+
+    Args:
+      max_norm: > 0, a number, an array or a schedule.
+
+    Returns:
+      A transformation with state ``ClipState(count, hyperparams)``.
+    """
     hyper.check("max_norm", max_norm, low=0.0, low_open=True)
 
     def step(updates, buffers, params, count, max_norm):

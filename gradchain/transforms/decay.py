@@ -26,7 +26,7 @@ from gradchain.transforms.wrappers import masked
 
 
 class DecayState(NamedTuple):
-    count: jax.Array
+    count: jax.Array  # pyright: ignore[reportIncompatibleMethodOverride] - a field, as in Optax
     hyperparams: dict
 
 
@@ -37,8 +37,13 @@ def _maybe_masked(tx: GradientTransformation, mask) -> GradientTransformation:
 def add_decayed_weights(weight_decay: hyper.Hyperparameter = 1e-4, mask=None) -> GradientTransformation:
     """``u <- u + weight_decay · w`` (decoupled weight decay when placed after the scaling).
 
-    ``mask``: which leaves decay (see :func:`gradchain.masked`; :func:`gradchain.decay_mask`
-    excludes biases and norm scales).  Default: every leaf, as in torch and Optax.
+    Args:
+      weight_decay: ≥ 0, a number, an array or a schedule.
+      mask: which leaves decay (see :func:`gradchain.masked`; :func:`gradchain.decay_mask`
+        excludes biases and norm scales).  Default: every leaf, as in torch and Optax.
+
+    Returns:
+      A transformation that needs ``params`` in ``update``.
     """
     hyper.check("weight_decay", weight_decay, low=0.0)
 
@@ -52,7 +57,16 @@ def add_decayed_weights(weight_decay: hyper.Hyperparameter = 1e-4, mask=None) ->
 def add_elastic_net_penalty(
     l1: hyper.Hyperparameter = 0.0, l2: hyper.Hyperparameter = 0.0, mask=None
 ) -> GradientTransformation:
-    """``u <- u + l1 · sign(w) + 2 · l2 · w``: the gradient of ``l1·Σ|w| + l2·Σw²``."""
+    """``u <- u + l1 · sign(w) + 2 · l2 · w``: the gradient of ``l1·Σ|w| + l2·Σw²``.
+
+    Args:
+      l1: ≥ 0, the L1 coefficient.
+      l2: ≥ 0, the L2 coefficient (the lecture's ``l2 · Σ w²``, gradient ``2 · l2 · w``).
+      mask: which leaves are penalised (see :func:`gradchain.masked`); default: all.
+
+    Returns:
+      A transformation that needs ``params`` in ``update``.
+    """
     hyper.check("l1", l1, low=0.0)
     hyper.check("l2", l2, low=0.0)
 
@@ -68,10 +82,26 @@ def add_elastic_net_penalty(
 
 
 def add_l2_penalty(l2: hyper.Hyperparameter, mask=None) -> GradientTransformation:
-    """``u <- u + 2 · l2 · w``: the gradient of the lecture's L2 term ``l2 · Σ w²``."""
+    """``u <- u + 2 · l2 · w``: the gradient of the lecture's L2 term ``l2 · Σ w²``.
+
+    Args:
+      l2: ≥ 0.
+      mask: which leaves are penalised (see :func:`gradchain.masked`); default: all.
+
+    Returns:
+      ``add_elastic_net_penalty(0.0, l2, mask)``.
+    """
     return add_elastic_net_penalty(0.0, l2, mask)
 
 
 def add_l1_penalty(l1: hyper.Hyperparameter, mask=None) -> GradientTransformation:
-    """``u <- u + l1 · sign(w)``: the (sub)gradient of ``l1 · Σ |w|``."""
+    """``u <- u + l1 · sign(w)``: the (sub)gradient of ``l1 · Σ |w|``.
+
+    Args:
+      l1: ≥ 0.
+      mask: which leaves are penalised (see :func:`gradchain.masked`); default: all.
+
+    Returns:
+      ``add_elastic_net_penalty(l1, 0.0, mask)``.
+    """
     return add_elastic_net_penalty(l1, 0.0, mask)

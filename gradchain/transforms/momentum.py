@@ -26,7 +26,7 @@ from gradchain.transforms._base import cast_like, transformation
 
 
 class ScaleByMomentumState(NamedTuple):
-    count: jax.Array
+    count: jax.Array  # pyright: ignore[reportIncompatibleMethodOverride] - a field, as in Optax
     hyperparams: dict
     velocity: object  # a pytree like the parameters
 
@@ -40,6 +40,9 @@ def scale_by_momentum(
       momentum: ρ in [0, 1), the "friction"; 0.9 or 0.99 are typical.
       nesterov: use Nesterov's look-ahead form.
       dtype: dtype of the velocity buffer (default: that of each parameter).
+
+    Returns:
+      A transformation with state ``ScaleByMomentumState(count, hyperparams, velocity)``.
     """
     hyper.check("momentum", momentum, low=0.0, high=1.0, high_open=True)
     if not isinstance(nesterov, bool):

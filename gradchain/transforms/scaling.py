@@ -12,14 +12,19 @@ from gradchain.transforms._base import cast_like, transformation
 
 
 class ScaleState(NamedTuple):
-    count: jax.Array
+    count: jax.Array  # pyright: ignore[reportIncompatibleMethodOverride] - a field, as in Optax
     hyperparams: dict
 
 
 def scale(factor: hyper.Hyperparameter, *, name: str = "factor") -> GradientTransformation:
-    """``u <- factor * u``.  ``factor``: any finite number, array or schedule.
+    """``u <- factor * u``.
 
-    ``name`` is the key of the factor in ``get_hyperparams``.
+    Args:
+      factor: any finite number, array or schedule.
+      name: the key of the factor in ``get_hyperparams``.
+
+    Returns:
+      A transformation with state ``ScaleState(count, hyperparams)``.
     """
     hyper.check("factor", factor)
 
@@ -32,7 +37,11 @@ def scale(factor: hyper.Hyperparameter, *, name: str = "factor") -> GradientTran
 def scale_by_learning_rate(learning_rate: hyper.Hyperparameter) -> GradientTransformation:
     """``u <- -learning_rate * u``, so that applying it takes the descent step ``x -= lr * u``.
 
-    ``learning_rate``: finite and ≥ 0; a number, an array or a schedule.
+    Args:
+      learning_rate: finite and ≥ 0; a number, an array or a schedule ``step -> value``.
+
+    Returns:
+      A transformation with state ``ScaleState(count, hyperparams={"learning_rate": ...})``.
     """
     hyper.check("learning_rate", learning_rate, low=0.0)
 
