@@ -42,6 +42,11 @@ def main(argv: list[str] | None = None) -> None:
     recipe.add_argument("--budget", type=positive_float, default=None, metavar="SECONDS",
                         help="stop step 7's refinement loop once this many seconds are spent")
     args = parser.parse_args(argv)
+    from gradchain._optional import missing
+
+    message = missing("matplotlib", extra="plot", purpose=args.command)  # before any work, not after it
+    if message:
+        parser.exit(1, message + "\n")
     if args.command == "demo":
         from gradchain import demo as job
 

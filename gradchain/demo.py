@@ -77,13 +77,13 @@ def main(epochs: int = 20, batch_size: int = 64, out: str = "demo-output", seed:
     for name, make in OPTIMIZERS.items():
         params, losses, seconds = train(make(), data, key, epochs, batch_size)
         train_logits, val_logits = mlp_apply(params, data.x_train), mlp_apply(params, data.x_val)
-        row = dict(
-            train_loss=float(cross_entropy(train_logits, data.y_train)),
-            train_acc=float(accuracy(train_logits, data.y_train)),
-            val_loss=float(cross_entropy(val_logits, data.y_val)),
-            val_acc=float(accuracy(val_logits, data.y_val)),
-            steps_per_s=len(losses) / seconds,
-        )
+        row = {
+            "train_loss": float(cross_entropy(train_logits, data.y_train)),
+            "train_acc": float(accuracy(train_logits, data.y_train)),
+            "val_loss": float(cross_entropy(val_logits, data.y_val)),
+            "val_acc": float(accuracy(val_logits, data.y_val)),
+            "steps_per_s": len(losses) / seconds,
+        }
         rows[name], curves[name] = row, losses
         print(f"{name:<14}{row['train_loss']:>11.4f}{row['train_acc']:>10.3f}{row['val_loss']:>10.4f}"
               f"{row['val_acc']:>9.3f}{row['steps_per_s']:>10.0f}")

@@ -18,10 +18,11 @@ from gradchain.data import Split, digits, digits_images
 from gradchain.models import digits_augment, digits_cnn, mlp_apply, mlp_init, mlp_model
 from gradchain.tuning.recipe import recipe
 from gradchain.tuning.search import LogUniform, Uniform
+from gradchain.tuning.training import Task
 
 SETTINGS = {
-    False: dict(epochs={"coarse": 3, "refine": 10, "final": 30, "max_refine": 30}, max_rounds=3, ensemble=8),
-    True: dict(epochs={"coarse": 2, "refine": 4, "final": 8, "max_refine": 8}, max_rounds=2, ensemble=4),
+    False: {"epochs": {"coarse": 3, "refine": 10, "final": 30, "max_refine": 30}, "max_rounds": 3, "ensemble": 8},
+    True: {"epochs": {"coarse": 2, "refine": 4, "final": 8, "max_refine": 8}, "max_rounds": 2, "ensemble": 4},
 }
 
 
@@ -38,7 +39,7 @@ def make_task(seed: int = 0):
     split whose validation part is the test set: ``(task, full)``."""
     full = digits(jax.random.PRNGKey(seed), val_fraction=0.2)
     data, _ = three_way(full)
-    return gc.tuning.Task(functools.partial(mlp_init, sizes=SIZES, output_scale=0.01), mlp_apply, data), full
+    return Task(functools.partial(mlp_init, sizes=SIZES, output_scale=0.01), mlp_apply, data), full
 
 
 def three_way(full: Split) -> tuple[Split, tuple]:

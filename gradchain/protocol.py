@@ -240,7 +240,7 @@ def from_function(init: Callable[[jax.Array], Any], apply: Callable[..., Any], *
         return out
 
     def model_apply(params, state, x, *, key=None, train=False, config=None):
-        extra = dict(key=key, train=train, config={} if config is None else config)
+        extra = {"key": key, "train": train, "config": {} if config is None else config}
         if not stateful:
             return call_with_accepted(apply, params, x, **extra), state
         return call_with_accepted(apply, params, state, x, **extra)

@@ -4,8 +4,7 @@ import jax
 import numpy as np
 import pytest
 
-from gradchain import __main__ as cli
-from gradchain import demo
+from gradchain import __main__ as cli, demo
 from gradchain.data import digits
 from gradchain.models import cross_entropy, mlp_apply, mlp_init
 from gradchain.tuning import moving_average

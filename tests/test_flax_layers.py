@@ -11,8 +11,7 @@ import pytest
 from flax import nnx
 
 import gradchain.flax
-from gradchain.flax import linen as glinen
-from gradchain.flax import nnx as gnnx
+from gradchain.flax import linen as glinen, nnx as gnnx
 from gradchain.regularizers import cutout, dropout, fractional_max_pool, stochastic_depth
 
 

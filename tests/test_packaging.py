@@ -80,11 +80,6 @@ def test_fresh_install_imports_and_runs_the_readme_example(fresh_venv):
     print(f"\ncore install: {total:.0f} MiB in {site}")
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="the recipe imports matplotlib after training; the lead's rewrite checks its optional "
-    "dependencies first (gradchain._optional.missing) - then remove this mark",
-)
 def test_fresh_install_runs_the_main_job_or_says_what_to_install(fresh_venv):
     python, empty, _ = fresh_venv
     result = _run([str(python), *SMOKE_COMMAND.split()], cwd=empty, timeout=1200, check=False)

@@ -12,8 +12,7 @@ from flax import nnx
 import gradchain as gc
 from gradchain import tuning
 from gradchain.data import Split
-from gradchain.flax import linen as glinen
-from gradchain.flax import nnx as gnnx
+from gradchain.flax import linen as glinen, nnx as gnnx
 from gradchain.models import mlp_apply, mlp_init
 
 KEY = jax.random.PRNGKey(0)

@@ -26,7 +26,7 @@ def check_bind(bind: Bind | None, adapter: str) -> dict[str, tuple[str, ...]]:
 def resolve_path(root: Any, path: str, adapter: str) -> tuple[Any, str]:
     """The object holding the last attribute of ``path`` and that attribute's name."""
     *parents, last = path.split(".")
-    node = root
+    node: Any = root
     for i, part in enumerate(parents):
         node = node[int(part)] if part.isdigit() else getattr(node, part, _missing)
         if node is _missing:

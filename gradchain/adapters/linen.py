@@ -39,8 +39,8 @@ def from_linen(module: Any, example_input: Any, *, rng_names: tuple[str, ...] = 
     wants_config = "config" in accepted_keywords(call, {"config": None})
     train_kw = {flag: train_keywords(call, flag) for flag in (True, False)}
 
-    def kwargs(train, config):
-        out = dict(train_kw[bool(train)])
+    def kwargs(train, config) -> dict[str, Any]:
+        out: dict[str, Any] = dict(train_kw[bool(train)])
         if wants_config:
             out["config"] = {} if config is None else config
         return out
@@ -55,7 +55,7 @@ def from_linen(module: Any, example_input: Any, *, rng_names: tuple[str, ...] = 
         params = variables.pop("params", {})
         return params, variables
 
-    def apply(params, state, x, *, key=None, train=False, config=None):
+    def apply(params, state, x, *, key=None, train=False, config=None) -> tuple[Any, Any]:
         variables = {"params": params, **state}
         extra = kwargs(train, config)
         if not train:

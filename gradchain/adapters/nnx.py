@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 
 from gradchain.adapters._common import Bind, bound_values, check_bind, resolve_path, train_keywords
 from gradchain.protocol import Model, accepted_keywords
@@ -69,7 +70,7 @@ def from_nnx(module_or_factory: Any, *, bind: Bind | None = None) -> Model:
                 _reseed(module, key)
         else:
             module.eval()
-        kwargs = dict(train_kw[bool(train)])
+        kwargs: dict[str, Any] = dict(train_kw[bool(train)])
         if wants_config:
             kwargs["config"] = config
         y = module(x, **kwargs)
@@ -90,7 +91,7 @@ def _reseed(module: Any, key: jax.Array) -> None:
     for i, stream in enumerate(streams):
         new = jax.random.fold_in(key, i)
         old = stream.key.get_value()
-        if jax.dtypes.issubdtype(old.dtype, jax.dtypes.prng_key) and not jax.dtypes.issubdtype(new.dtype, jax.dtypes.prng_key):
+        if jnp.issubdtype(old.dtype, jax.dtypes.prng_key) and not jnp.issubdtype(new.dtype, jax.dtypes.prng_key):
             new = jax.random.wrap_key_data(new)
         stream.key.set_value(new)
-        stream.count.set_value(jax.numpy.zeros_like(stream.count.get_value()))
+        stream.count.set_value(jnp.zeros_like(stream.count.get_value()))

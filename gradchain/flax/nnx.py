@@ -65,6 +65,7 @@ class _Stochastic(nnx.Module):
 
     deterministic: bool | None
     rng_collection: str
+    rngs: Any  # the layer's own nnx.RngStream (or None)
 
     def _mode(self, deterministic: bool | None) -> bool:
         mode = self.deterministic if deterministic is None else deterministic

@@ -5,6 +5,7 @@ from gradchain.tuning.curves import command_center, diagnose, moving_average, pl
 from gradchain.tuning.early_stopping import EarlyStopping, EarlyStoppingState
 from gradchain.tuning.ensemble import EnsembleReport, ensemble_probabilities, evaluate_ensemble
 from gradchain.tuning.lr_finder import LRFinderResult, lr_finder
+from gradchain.tuning.recipe import Interrupted, default_optimizer, recipe  # the function shadows its module's name
 from gradchain.tuning.sanity import InitialLossReport, OverfitReport, check_initial_loss, overfit_small_sample
 from gradchain.tuning.search import (
     LogUniform,
@@ -20,9 +21,17 @@ from gradchain.tuning.search import (
     trial_id,
 )
 from gradchain.tuning.training import (
-    Fit, RunResult, StreamResult, Task, choose_strategy, fit_stream, make_fit, stack_configs, train_population, training_step,
+    Fit,
+    RunResult,
+    StreamResult,
+    Task,
+    choose_strategy,
+    fit_stream,
+    make_fit,
+    stack_configs,
+    train_population,
+    training_step,
 )
-from gradchain.tuning.recipe import Interrupted, default_optimizer, recipe  # the function shadows its module's name
 
 __all__ = [
     "EarlyStopping", "EarlyStoppingState", "Fit", "Interrupted", "StreamResult", "fit_stream", "training_step", "default_optimizer", "plot_band", "recipe", "EnsembleReport", "InitialLossReport", "LRFinderResult",

@@ -43,7 +43,7 @@ from gradchain.data import Split
 from gradchain.protocol import Trainable
 from gradchain.tuning import curves
 from gradchain.tuning.lr_finder import DEFAULT_RATES, _robust_drop
-from gradchain.tuning.search import LogUniform, TrialStore, Uniform, grid, sample
+from gradchain.tuning.search import LogUniform, TrialStore, Uniform, _check_space, refine, sample
 from gradchain.tuning.training import check_data, choose_strategy, make_fit, stack_configs, train_population
 
 REGULARIZERS = ("weight_decay", "dropout", "augment", "l2", "l1", "mixup", "cutout", "drop_path")
@@ -136,7 +136,8 @@ class _Recipe:
             raise ValueError(f"budget must be a positive number of seconds or None, got {budget!r}")
         if not min_delta >= 0:
             raise ValueError(f"min_delta must be >= 0, got {min_delta!r}")
-        gc.tuning.search._check_space(space, grid=False) if space else None
+        if space:
+            _check_space(space, grid=False)
         self.regularizers = [n for n in space if any(r in n for r in REGULARIZERS)] if regularizers is None else list(regularizers)
         unknown = [n for n in self.regularizers if n not in space]
         if unknown:
@@ -170,7 +171,7 @@ class _Recipe:
         """A hash of what decides every result besides the config: model, loss, data, seed."""
         params, state = jax.eval_shape(self.trainable.init, self.key)
         batch = jax.tree.map(lambda a: a[:2], (self.data.x_train, self.data.y_train))
-        example = {name: 0.5 for name in self.space} | {"learning_rate": 1e-3}
+        example = dict.fromkeys(self.space, 0.5) | {"learning_rate": 1e-3}
         program = jax.make_jaxpr(lambda p, s: self.trainable.loss(p, s, batch, self.key, example))(
             *jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), (params, state)))
         digest = hashlib.sha1(str(program).encode())
@@ -351,7 +352,7 @@ class _Recipe:
 
     def _refine_loop(self, top, lr, summary) -> dict:
         space = {"learning_rate": LogUniform(top["config"]["learning_rate"] / 3, top["config"]["learning_rate"] * 3)}
-        space |= gc.tuning.refine(self.space, top["config"], shrink=2.0) if self.space else {}
+        space |= refine(self.space, top["config"], shrink=2.0) if self.space else {}
         epochs = self.epochs["refine"]
         best, previous, first_round = None, None, None
         for round_ in range(1, self.max_rounds + 1):
@@ -395,6 +396,7 @@ class _Recipe:
                 self.decisions.append({"round": round_, **act})
             lines += ["**Step 7: GOTO 5** —"] + [f"- {a['action']}: {a['reason']}" for a in acts] + [""]
             self._section(*lines)
+        assert best is not None  # max_rounds >= 1: at least one round ran
         summary["first_refinement_best"] = first_round
         summary["refined_best"] = best["metrics"][self.select]
         summary["decisions"] = self.decisions
@@ -483,8 +485,9 @@ class _Recipe:
         members = self.ensemble
         lines = [f"| test, looked at once | {metric} |", "|---|---|", f"| single model (mean of {members}) | {single:.4f} |"]
         summary["test_single"] = single
-        if self.trainable.predict is not None and members > 1:
-            outputs = jax.vmap(lambda p, s: self.trainable.predict(p, s, x, config))(params, states)
+        predict = self.trainable.predict
+        if predict is not None and members > 1:
+            outputs = jax.vmap(lambda p, s: predict(p, s, x, config))(params, states)
             if metric == "accuracy":  # the lecture: average the predicted distributions, then argmax
                 ens = float(jnp.mean(jnp.argmax(jnp.mean(jax.nn.softmax(outputs), 0), -1) == y))
             else:

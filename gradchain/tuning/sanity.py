@@ -72,8 +72,8 @@ def overfit_small_sample(
         raise ValueError(f"num_batches must be a positive int, got {num_batches!r}")
     fraction = min(1.0, num_batches * batch_size / len(task.data.y_train))
     fit = make_fit(task, make_optimizer, steps=max_steps, batch_size=batch_size, eval_every=eval_every, data_fraction=fraction)
-    config = {k: jnp.asarray(v, jnp.float32) for k, v in config.items()}
-    result = jax.jit(fit)(config, key)
+    arrays = {k: jnp.asarray(v, jnp.float32) for k, v in config.items()}
+    result = jax.jit(fit)(arrays, key)
     losses = np.asarray(result.losses)
     train_acc = np.asarray(result.train_acc)
     reached = np.nonzero(train_acc >= 1.0)[0]
@@ -88,4 +88,4 @@ def overfit_small_sample(
         message = f"loss not going down ({first:.3f} → {last:.3f} in {max_steps} steps): learning rate too low or bad initialisation"
     else:
         message = f"loss went down ({first:.3f} → {last:.3g}) but training accuracy only reached {train_acc[-1]:.1%} in {max_steps} steps: train longer, raise the learning rate or the capacity"
-    return OverfitReport(steps is not None and finite.all(), steps, float(train_acc[-1]), losses, message)
+    return OverfitReport(bool(steps is not None and finite.all()), steps, float(train_acc[-1]), losses, message)

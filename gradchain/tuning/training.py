@@ -121,7 +121,7 @@ class Fit:
         self.select, self.mode, self.flat = select, mode, flat
         self.eval_batch_size, self.unroll = eval_batch_size, unroll
         self.num_chunks = steps // eval_every
-        n = max(1, int(round(len(data.y_train) * data_fraction)))
+        n = max(1, round(len(data.y_train) * data_fraction))
         self.x_train = jax.tree.map(lambda a: a[:n], data.x_train)
         self.y_train = data.y_train[:n]
         self.x_val, self.y_val = data.x_val, data.y_val
@@ -321,8 +321,10 @@ def fit_stream(
 
     def one(carry, xs):
         batch, i = xs
-        *carry, loss = training_step(trainable, tx, *carry, batch, jax.random.fold_in(step_key, i), config)
-        return tuple(carry), loss
+        params, model_state, opt_state = carry
+        params, model_state, opt_state, loss = training_step(
+            trainable, tx, params, model_state, opt_state, batch, jax.random.fold_in(step_key, i), config)
+        return (params, model_state, opt_state), loss
 
     scan = jax.jit(lambda carry, stacked, first: jax.lax.scan(one, carry, (stacked, first + jnp.arange(chunk))))
     single = jax.jit(lambda carry, batch, i: one(carry, (batch, i)))
@@ -358,7 +360,8 @@ def fit_stream(
     if step == 0:
         raise ValueError("batches yielded no minibatch: nothing was trained")
     stacked = {k: np.asarray([m[k] for m in metrics]) for k in (metrics[0] if metrics else {})}
-    return StreamResult(*carry, np.asarray(losses, np.float32), stacked)
+    params, model_state, opt_state = carry
+    return StreamResult(params, model_state, opt_state, np.asarray(losses, np.float32), stacked)
 
 
 def make_fit(
