@@ -5,7 +5,8 @@ from gradchain.tuning.curves import command_center, diagnose, moving_average, pl
 from gradchain.tuning.early_stopping import EarlyStopping, EarlyStoppingState
 from gradchain.tuning.ensemble import EnsembleReport, ensemble_probabilities, evaluate_ensemble
 from gradchain.tuning.lr_finder import LRFinderResult, lr_finder
-from gradchain.tuning.recipe import Interrupted, default_optimizer, recipe  # the function shadows its module's name
+from gradchain.tuning import recipe  # a module that is also the function: gc.tuning.recipe(...)
+from gradchain.tuning.recipe import Interrupted, default_optimizer
 from gradchain.tuning.sanity import InitialLossReport, OverfitReport, check_initial_loss, overfit_small_sample
 from gradchain.tuning.search import (
     LogUniform,

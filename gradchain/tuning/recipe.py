@@ -30,7 +30,9 @@ import hashlib
 import json
 import math
 import os
+import sys
 import time
+import types
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -368,9 +370,10 @@ class _Recipe:
                 best = chosen
             improved = previous is None or self.sign * (value - previous) > self.min_delta
             path = f"command_center_{round_}.png"
-            curves.command_center([dict(title=_describe(r["config"]), **r["history"]) for r in records],
-                                  os.path.join(self.out, path), metric=self.select.removeprefix("val_"),
-                                  window=max(1, self.per_epoch // 2))
+            figure = curves.command_center([dict(title=_describe(r["config"]), **r["history"]) for r in records],
+                                           os.path.join(self.out, path), metric=self.select.removeprefix("val_"),
+                                           window=max(1, self.per_epoch // 2))
+            figure.savefig(os.path.join(self.out, "command_center.png"), dpi=110)  # the latest round
             notes = curves.diagnose(chosen["history"]["losses"], *self._metric_pair(chosen))
             previous = value if previous is None or self._better(value, previous) else previous
             lines = [f"## 5. Refine, round {round_}: {epochs} epochs, constant learning rate", "",
@@ -485,6 +488,7 @@ class _Recipe:
         members = self.ensemble
         lines = [f"| test, looked at once | {metric} |", "|---|---|", f"| single model (mean of {members}) | {single:.4f} |"]
         summary["test_single"] = single
+        summary["test_accuracy" if metric == "accuracy" else f"test_{metric}"] = single
         predict = self.trainable.predict
         if predict is not None and members > 1:
             outputs = jax.vmap(lambda p, s: predict(p, s, x, config))(params, states)
@@ -498,6 +502,7 @@ class _Recipe:
             how = "mean probabilities, then argmax" if metric == "accuracy" else "mean output"
             lines += [f"| ensemble of {members} ({how}) | {ens:.4f} |", f"| gain | {self.sign * (ens - single):+.4f} |"]
             summary["test_ensemble"] = ens
+            summary["ensemble_accuracy" if metric == "accuracy" else f"ensemble_{metric}"] = ens
         return lines + [""]
 
     # -- the report -------------------------------------------------------------------------------
@@ -597,6 +602,16 @@ def _plot_lr_finder(rates, losses, drops, pick, path):
     right.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
+
+
+class _CallableModule(types.ModuleType):
+    """``gradchain.tuning.recipe`` is this module and, called, the :func:`recipe` function."""
+
+    def __call__(self, *args, **kwargs):
+        return recipe(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule
 
 
 def __getattr__(name: str):
