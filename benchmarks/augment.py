@@ -196,15 +196,16 @@ def augmax_fn(name, p):
 # torchvision (may run in another interpreter: imports no JAX)
 
 
-def torchvision_rows(repeats, pipelines):
+def torchvision_rows(repeats, pipelines, device="cpu", specs=None):
+    """Images/s of torchvision v2 on ``device``; ``specs`` replaces ``PIPELINES``' sizes."""
     import torch
     from torchvision.transforms import v2
 
     torch.manual_seed(0)
     rows = {}
     for name in pipelines:
-        p = PIPELINES[name]
-        data = torch.from_numpy(make_data(p)).permute(0, 3, 1, 2).contiguous()  # uint8 NCHW
+        p = (specs or PIPELINES)[name]
+        data = torch.from_numpy(make_data(p)).permute(0, 3, 1, 2).contiguous().to(device)  # uint8 NCHW
         jitter = v2.ColorJitter(**JITTER)
         if name == "a":
             tf = v2.Compose([v2.RandomHorizontalFlip(), v2.RandomCrop(p["out"], padding=4), jitter])
@@ -215,8 +216,9 @@ def torchvision_rows(repeats, pipelines):
                 v2.RandomHorizontalFlip(),
                 jitter,
             ])
-        per_image = lambda: torch.stack([tf(img) for img in data])
-        whole = lambda: tf(data)
+        sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
+        per_image = lambda: (torch.stack([tf(img) for img in data]), sync())
+        whole = lambda: (tf(data), sync())
         rows[name] = {
             "torchvision v2": p["n"] / median_time(per_image, repeats),
             "torchvision v2 one draw per batch (info)": p["n"] / median_time(whole, repeats),

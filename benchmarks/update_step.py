@@ -97,30 +97,33 @@ def jax_step(tx):
     return jax.jit(step, donate_argnums=(0, 1))
 
 
-def jax_runner(tx, shapes, grads):
-    return jax_runner_on(tx, make_tree(shapes, jax.random.PRNGKey(0)), grads)
+def jax_runner(tx, shapes, grads, block=True):
+    return jax_runner_on(tx, make_tree(shapes, jax.random.PRNGKey(0)), grads, block)
 
 
-def flat_runner(tx, shapes, grads):
+def flat_runner(tx, shapes, grads, block=True):
     """``jax_runner`` with the parameters (and so the gradients and state) stored flat."""
-    return jax_runner_on(tx, make_tree(shapes, jax.random.PRNGKey(0), flat=True), gc.flat.ravel(grads)[0])
+    return jax_runner_on(tx, make_tree(shapes, jax.random.PRNGKey(0), flat=True), gc.flat.ravel(grads)[0], block)
 
 
-def jax_runner_on(tx, params, grads):
+def jax_runner_on(tx, params, grads, block=True):
+    """One donated step per call, returning (params, state); with ``block=False`` the call
+    returns as soon as the step is dispatched (block on the result to wait for it)."""
     step = jax_step(tx)
     carry = [jax.block_until_ready(step(params, tx.init(params), grads))]
 
     def run():
-        carry[0] = jax.block_until_ready(step(*carry[0], grads))
+        carry[0] = step(*carry[0], grads)
+        return jax.block_until_ready(carry[0]) if block else carry[0]
 
     return run
 
 
-def torch_runner(spec, shapes, implementation):
+def torch_runner(spec, shapes, implementation, device="cpu"):
     name, kwargs = spec
-    params = [torch.nn.Parameter(torch.randn(s) * 0.01) for s in shapes]
+    params = [torch.nn.Parameter(torch.randn(s, device=device) * 0.01) for s in shapes]
     for p in params:
-        p.grad = torch.randn(p.shape) * 0.01
+        p.grad = torch.randn(p.shape, device=device) * 0.01
     try:
         opt = getattr(torch.optim, name)(params, **kwargs, **{implementation: True})
         opt.step()
