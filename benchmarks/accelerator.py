@@ -401,7 +401,7 @@ def population(rec):
     import numpy as np
 
     from gradchain.tuning import choose_strategy, make_fit, stack_configs, train_population
-    from gradchain.tuning.recipe import adamw_from_config
+    from gradchain.digits_recipe import adamw_from_config
 
     pop = imported("population")
     data = pop.digits()
@@ -409,8 +409,13 @@ def population(rec):
     models = population_models(pop, data, rec.note)
     if rec.smoke:  # each model compiles three programs of seconds each on a CPU: the tiny one only
         models = {"tiny": models["tiny"]}
-    if "cnn" not in models:
-        rec.note("CNN row: not available (benchmarks/population.py has no cnn_task(data) -> (Task, batch) yet)")
+    if callable(getattr(pop, "cnn_rows", None)) and rec.left() > 30:
+        cnn = pop.cnn_rows(2 if rec.smoke else 32, 4 if rec.smoke else 200,
+                           strategies=("sequential",) if rec.smoke else ("sequential", "vmap"))
+        rec.note("CNN (batch norm, dropout, 8×8 digits, batch 64): " + ", ".join(
+            f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in cnn.items()))
+        rec.value(cnn=cnn)
+        rec.save()
     for name, (task, batch) in models.items():
         if rec.left() < 10:
             rec.note(f"skipped {name} and after: section time limit")

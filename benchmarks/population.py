@@ -3,7 +3,10 @@ against a plain PyTorch loop — same data, same steps, same run.
 
     python benchmarks/population.py [--steps 500]
 
-Models: tiny MLP 64→32→32→10 (batch 32) and medium 64→256→256→10 (batch 128) on digits, AdamW.
+Models: tiny MLP 64→32→32→10 (batch 32) and medium 64→256→256→10 (batch 128) on digits, AdamW;
+and the main job's CNN (batch norm, dropout; 8×8 digit images, batch 64): a population through
+``train_population`` (``vmap`` and sequential), the same run as one scanned program, and the same
+network trained by a plain PyTorch loop, all in one run (``cnn_rows``).
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import numpy as np
 from gradchain.data import digits
 from gradchain.models import mlp_apply, mlp_init
 from gradchain.tuning import Task, choose_strategy, make_fit, stack_configs, train_population
-from gradchain.tuning.recipe import adamw_from_config
+from gradchain.digits_recipe import adamw_from_config
 
 MODELS = {"tiny": ((64, 32, 32, 10), 32), "medium": ((64, 256, 256, 10), 128)}
 
@@ -51,10 +54,72 @@ def torch_loop(sizes, batch, steps, data):
     return time.perf_counter() - start
 
 
+class TorchCNN:
+    """The main job's CNN (``gradchain.models.digits_cnn``) in PyTorch, for the peer loop."""
+
+    def __new__(cls, dropout):
+        import torch
+        from torch import nn
+
+        return nn.Sequential(
+            nn.Conv2d(1, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
+            nn.Conv2d(16, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Flatten(), nn.Dropout(dropout), nn.Linear(512, 64), nn.ReLU(), nn.Dropout(dropout), nn.Linear(64, 10),
+        ).to(torch.float32)
+
+
+def torch_cnn_loop(steps, batch, data, dropout=0.1):
+    import torch
+
+    torch.manual_seed(0)
+    model = TorchCNN(dropout)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4)
+    x = torch.tensor(np.asarray(data.x_train)).permute(0, 3, 1, 2).contiguous()
+    y = torch.tensor(np.asarray(data.y_train), dtype=torch.long)
+    idx = torch.randint(0, len(y), (steps, batch))
+    start = time.perf_counter()
+    for i in range(steps):
+        loss = torch.nn.functional.cross_entropy(model(x[idx[i]]), y[idx[i]])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return time.perf_counter() - start
+
+
+def cnn_rows(population: int, steps: int, strategies=("sequential", "vmap")) -> dict:
+    """The CNN with batch norm and dropout: seconds for ``population`` runs of ``steps`` steps by
+    each strategy, one run as a scanned program (``jax.jit(fit)``), and one PyTorch run."""
+    import gradchain as gc
+    from gradchain.data import digits_images
+    from gradchain.models import digits_cnn
+
+    data = digits_images()
+    trainable = gc.supervised(digits_cnn())
+    opt = lambda c: gc.adamw(c["learning_rate"], weight_decay=1e-4, mask=gc.decay_mask)
+    fit = make_fit(trainable, opt, data, steps=steps, batch_size=64)
+    rates = np.logspace(-4, -2, population)
+    configs = stack_configs([{"learning_rate": r, "dropout": 0.1} for r in rates])
+    keys = jax.random.split(jax.random.PRNGKey(0), population)
+    row = {"model": "cnn", "members": population, "steps": steps, "batch": 64}
+    for strategy in strategies:
+        row[f"{strategy} s"] = timed(lambda c, ks, s=strategy: train_population(fit, c, ks, strategy=s, progress=False),
+                                     configs, keys)
+    row["scanned 1 run s"] = timed(jax.jit(fit), {n: v[0] for n, v in configs.items()}, keys[0])
+    row["host-driven 1 run s"] = row["sequential s"] / population
+    try:
+        row["torch 1 run s"] = torch_cnn_loop(steps, 64, data)
+    except ImportError:
+        row["torch 1 run s"] = float("nan")
+    row["choose_strategy"] = choose_strategy(fit, 64)
+    return row
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--steps", type=int, default=500)
     parser.add_argument("--population", type=int, default=32)
+    parser.add_argument("--cnn-population", type=int, default=8)
+    parser.add_argument("--cnn-steps", type=int, default=200)
     args = parser.parse_args()
     data = digits()
     k = args.population
@@ -87,6 +152,13 @@ def main():
             torch_rate, ratio = f"{'n/a':>15}", f"{'n/a':>9}"
         print(f"{name:<8}{t_seq:>13.2f}{t_vmap:>8.2f}{t_map:>8.2f}{t_seq / t_vmap:>8.2f}{t_seq / t_map:>7.2f}"
               f"{auto:>11}{t_seq / t_auto:>7.2f}{args.steps / t_one:>15.0f}{torch_rate}{ratio}", flush=True)
+    row = cnn_rows(args.cnn_population, args.cnn_steps)
+    print(f"\nCNN with batch norm and dropout, {row['members']} members x {row['steps']} steps (batch 64):")
+    for name in ("sequential s", "vmap s"):
+        print(f"  population, {name[:-2]:<11}{row[name]:>8.2f} s   ({row['sequential s'] / row[name]:.2f}x sequential)")
+    for name in ("host-driven 1 run s", "scanned 1 run s", "torch 1 run s"):
+        print(f"  {name[:-2]:<22}{row[name]:>8.2f} s   ({row[name] / row['torch 1 run s']:.2f}x torch)")
+    print(f"  choose_strategy: {row['choose_strategy']}")
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ SCRIPT = textwrap.dedent("""
     from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
     import gradchain as gc
     from gradchain import tuning
-    from gradchain.tuning.recipe import adamw_from_config, make_task
+    from gradchain.digits_recipe import adamw_from_config, make_task
     from gradchain.tuning.training import _vmapped
 
     assert len(jax.devices()) == 8, jax.devices()
