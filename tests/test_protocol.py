@@ -269,3 +269,11 @@ def test_a_host_iterator_trains_like_arrays_on_the_device():
         np.testing.assert_allclose(streamed.losses[i], loss, rtol=1e-6)
     jax.tree.map(lambda u, v: np.testing.assert_allclose(u, v, atol=1e-6), streamed.params, params)
     assert streamed.metrics["accuracy"].shape == (2,)  # after the first chunk and at the end
+
+
+def test_config_check_still_sees_the_reads_after_the_run_was_compiled():
+    model = gc.from_function(lambda k: {"w": jnp.zeros((6, 3))}, lambda p, x: x @ p["w"])
+    fit = tuning.make_fit(gc.supervised(model), sgd, DATA, steps=2, batch_size=8)
+    config = {"learning_rate": jnp.float32(0.1)}
+    jax.jit(fit)(config, KEY)
+    tuning.train_population(fit, tuning.stack_configs([{"learning_rate": 0.1}]), KEY[None])  # no false alarm

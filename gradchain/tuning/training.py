@@ -250,7 +250,8 @@ class Fit:
         if names in self._checked:
             return
         self.reads.clear()
-        program = str(jax.make_jaxpr(self)(dict(config), key))
+        # a fresh function: a cached trace (after jax.jit(fit) ran) would record no reads
+        program = str(jax.make_jaxpr(lambda c, k: self(c, k))(dict(config), key))
         # XLA:CPU runs convolutions inside a loop about 10x slower than outside one (measured:
         # BUILD_NOTES, "Training protocol"); train_population then drives such runs step by step.
         self.has_conv = "conv_general_dilated" in program

@@ -97,3 +97,25 @@ def block_6() -> None:  # README.md line 225
     result = gc.minimize(loss, params, method="lbfgs", tol=1e-6)   # or "bfgs", "newton"
     print(result.x, result.fun, result.grad_norm, result.nit, result.nfev, result.success, result.message)
     result = gc.minimize(loss, params, tol=1e-6, ftol=2.2e-9)  # also stop on a small relative decrease, as scipy
+
+
+def block_7() -> None:  # README.md line 267
+    import jax, jax.numpy as jnp
+    import gradchain as gc
+    from gradchain import tuning
+    from gradchain.data import digits
+
+    def init(key):
+        k1, k2 = jax.random.split(key)
+        return {"w1": jax.random.normal(k1, (64, 128)) * 0.1, "w2": jax.random.normal(k2, (128, 10)) * 0.01}
+
+    def apply(params, x, *, key, train, config):  # asks for the step's key, the mode and the config
+        h = gc.dropout(key, jax.nn.relu(x @ params["w1"]), config["dropout"], deterministic=not train)
+        return h @ params["w2"]
+
+    trainable = gc.supervised(gc.from_function(init, apply), "cross_entropy")  # metrics: accuracy
+    make_optimizer = lambda c: gc.accumulate_gradients(gc.adam(c["learning_rate"]), every=c["accumulate"])
+    fit = tuning.make_fit(trainable, make_optimizer, digits(), steps=40, batch_size=32, eval_every=20)
+    configs = tuning.stack_configs([{"learning_rate": 3e-3, "dropout": r, "accumulate": 2} for r in (0.0, 0.2, 0.5)])
+    result = tuning.train_population(fit, configs, jnp.broadcast_to(jax.random.PRNGKey(0), (3, 2)))
+    print(result.metrics["val_accuracy"][:, -1])  # one validation accuracy per dropout rate
