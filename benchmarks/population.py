@@ -19,9 +19,9 @@ import jax
 import numpy as np
 
 from gradchain.data import digits
+from gradchain.digits_recipe import adamw_from_config
 from gradchain.models import mlp_apply, mlp_init
 from gradchain.tuning import Task, choose_strategy, make_fit, stack_configs, train_population
-from gradchain.digits_recipe import adamw_from_config
 
 MODELS = {"tiny": ((64, 32, 32, 10), 32), "medium": ((64, 256, 256, 10), 128)}
 

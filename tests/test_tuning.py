@@ -15,8 +15,8 @@ import pytest
 
 import gradchain as gc
 from gradchain import tuning
-from gradchain.models import cross_entropy, mlp_apply, mlp_init
 from gradchain.digits_recipe import adamw_from_config, make_task
+from gradchain.models import cross_entropy, mlp_apply, mlp_init
 
 TASK, _ = make_task(0)
 KEY = jax.random.PRNGKey(1)

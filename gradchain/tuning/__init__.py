@@ -1,11 +1,11 @@
 """The tuning practice of the lecture as code: sanity checks, LR finder, populations, search,
 early stopping, ensembles and learning curves; ``recipe`` runs them end to end."""
 
+from gradchain.tuning import recipe  # a module that is also the function: gc.tuning.recipe(...)
 from gradchain.tuning.curves import command_center, diagnose, moving_average, plot_band, plot_loss_curves
 from gradchain.tuning.early_stopping import EarlyStopping, EarlyStoppingState
 from gradchain.tuning.ensemble import EnsembleReport, ensemble_probabilities, evaluate_ensemble
 from gradchain.tuning.lr_finder import LRFinderResult, lr_finder
-from gradchain.tuning import recipe  # a module that is also the function: gc.tuning.recipe(...)
 from gradchain.tuning.recipe import Interrupted, default_optimizer
 from gradchain.tuning.sanity import InitialLossReport, OverfitReport, check_initial_loss, overfit_small_sample
 from gradchain.tuning.search import (
