@@ -18,6 +18,7 @@ from gradchain.schedules import *  # noqa: F403 - the schedules are part of the 
 from gradchain.second_order import *  # noqa: F403 - minimize, line searches, Newton, BFGS, L-BFGS
 from gradchain.regularizers import *  # noqa: F403 - dropout, batch norm, mixup, ... (PRNG-keyed)
 from gradchain.transforms import *  # noqa: F403 - the transforms are part of the public surface
+from gradchain.curvature import *  # noqa: F403 - K-FAC: layer tags, curvature statistics, kfac_precondition, kfac_optimizer
 from gradchain import augment  # a namespace: its names (resize, compose, batch, ...) are generic
 from gradchain import flat  # a namespace: gc.flat.ravel
 
