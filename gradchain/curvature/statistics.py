@@ -48,6 +48,23 @@ class KFACStatistics(NamedTuple):
     factors: tuple
 
 
+def _varying(tree, axis_name):
+    """Mark replicated values as varying over ``axis_name`` inside ``shard_map`` (else unchanged)."""
+    axes = axis_name if isinstance(axis_name, tuple) else (axis_name,)
+
+    def one(a):
+        manual = getattr(jax.typeof(a), "manual_axis_type", None)  # set inside shard_map
+        missing = tuple(ax for ax in axes if manual is not None and ax not in manual.varying)
+        if not missing:
+            return a
+        try:
+            return jax.lax.pcast(a, missing, to="varying")
+        except (NameError, ValueError):  # not inside shard_map over that axis (pmap, no axis)
+            return a
+
+    return jax.tree.map(one, tree)
+
+
 def _leaf_paths(params) -> list[str]:
     return [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
 
@@ -177,6 +194,12 @@ class KFACCurvature:
 
         leaf_dtype = jax.tree.leaves(params)[0].dtype if jax.tree.leaves(params) else jnp.float32
         perturbations = tuple(jnp.zeros(l.output_shape, leaf_dtype) for l in layers)
+        if self.axis_name is not None:
+            # Differentiate with respect to per-device copies: under shard_map's replication
+            # checks, the cotangent of a replicated input is summed over the axis on the way back
+            # (which would add the devices' per-example output gradients together); the means
+            # are taken explicitly below instead.
+            params, perturbations = _varying((params, perturbations), self.axis_name)
         (value, outs), vjp_fn, (aux, inputs, targets, zs) = jax.vjp(f, params, perturbations, has_aux=True)
         zero_outs = jax.tree.map(jnp.zeros_like, outs)
         grads = vjp_fn((jnp.ones_like(value), zero_outs))[0]
