@@ -138,7 +138,7 @@ def population(steps=200, dampings=POPULATION_DAMPINGS):
             p = jax.tree.map(lambda a: jnp.broadcast_to(a, (len(lams),) + a.shape), params)
         else:
             init_fn, step_fn, p = jax.jit(init), jax.jit(step), params
-        s = init_fn(lams, p)
+        s = init_fn(lams, params)
         errors = []
         p, s, e = step_fn(lams, p, s, keys[0], x)  # compile
         jax.block_until_ready(e)

@@ -190,7 +190,22 @@ def pi_inverses(block: Block, factors: dict, damping: jax.Array) -> dict:
     pi = pi_of(a, g)
     eye_a = jnp.eye(a.shape[0], dtype=a.dtype)
     eye_g = jnp.eye(g.shape[0], dtype=g.dtype)
-    return {"A_inv": _spd_inverse(a + pi * gamma * eye_a), "G_inv": _spd_inverse(g + gamma / pi * eye_g)}
+    a_inv = _spd_inverse(a + pi * gamma * eye_a)
+    a_inv, g_damped = after(a_inv, g + gamma / pi * eye_g)
+    return {"A_inv": a_inv, "G_inv": _spd_inverse(g_damped)}
+
+
+def after(done, todo):
+    """``(done, todo)`` unchanged, but ``todo`` is only available once ``done`` is computed.
+
+    Batched LAPACK kernels on XLA's CPU backend (an inverse or an eigendecomposition under
+    ``vmap``) share one small thread pool; two of them running at once can wait for each other
+    for ever on a machine with few cores.  Chaining the decompositions one after the other with
+    a data dependency (``todo + 0·done[0]``, which XLA does not simplify away: ``0·NaN`` is NaN)
+    avoids it and costs nothing measurable.
+    """
+    first = jax.tree.leaves(done)[0].ravel()[0]
+    return done, jax.tree.map(lambda t: t + (first * 0).astype(t.dtype), todo)
 
 
 def eigendecompositions(block: Block, factors: dict) -> dict:
@@ -198,7 +213,8 @@ def eigendecompositions(block: Block, factors: dict) -> dict:
     if block.kind == DIAGONAL:
         return dict(factors)
     ea, qa = jnp.linalg.eigh(factors["A"])
-    eg, qg = jnp.linalg.eigh(factors["G"])
+    (ea, qa), g = after((ea, qa), factors["G"])
+    eg, qg = jnp.linalg.eigh(g)
     return {"QA": qa, "eA": jnp.maximum(ea, 0), "QG": qg, "eG": jnp.maximum(eg, 0)}
 
 
