@@ -97,9 +97,9 @@ def _timed(fn, *args):
 
 def race(steps=300):
     params, x, loss, error = autoencoder()
-    fn = jax.jit(lambda p, k: kfac_run(p, x, loss, error, steps, k, initial_damping=150.0), donate_argnums=())
-    (errors, infos), first = _timed(fn, params, jax.random.PRNGKey(2))
-    (errors, infos), again = _timed(fn, params, jax.random.PRNGKey(2))
+    fn = jax.jit(lambda p, x, k: kfac_run(p, x, loss, error, steps, k, initial_damping=150.0))
+    (errors, infos), first = _timed(fn, params, x, jax.random.PRNGKey(2))
+    (errors, infos), again = _timed(fn, params, x, jax.random.PRNGKey(2))
     errors = np.asarray(errors)
     return {
         "error_at_init": float(error(params, x)),
@@ -112,47 +112,20 @@ def race(steps=300):
 
 
 def population(steps=200, dampings=POPULATION_DAMPINGS):
-    """8 fixed dampings at once: one ``vmap`` of the K-FAC step over the damping, stepped ``steps``
-    times (a Python loop over the compiled population step; see the note in kfac.md about
-    ``vmap`` of a whole ``lax.scan`` of this step on XLA's CPU backend)."""
+    """8 fixed dampings trained at once: one ``vmap`` over the damping of the whole ``lax.scan``."""
     params, x, loss, error = autoencoder()
-    curv = gc.kfac_curvature(loss, params, x)
 
-    def make(lam):
-        return gc.kfac_optimizer(curv, l2_reg=L2, initial_damping=lam, adapt_damping=False)
+    def single(lam, p, x):
+        return kfac_run(p, x, loss, error, steps, jax.random.PRNGKey(2), initial_damping=lam,
+                        adapt_damping=False)[0]
 
-    def init(lam, p):
-        return make(lam).init(p)
-
-    def step(lam, p, s, k, x):
-        p, s, _ = make(lam).step(p, s, x, key=k)
-        return p, s, error(p, x)
-
+    one, many = jax.jit(single), jax.jit(jax.vmap(single, in_axes=(0, None, None)))
     lams = jnp.asarray(dampings, jnp.float32)
-    keys = jax.random.split(jax.random.PRNGKey(2), steps)
-
-    def train(lams, vmapped):
-        if vmapped:
-            init_fn = jax.jit(jax.vmap(init, in_axes=(0, None)))
-            step_fn = jax.jit(jax.vmap(step, in_axes=(0, 0, 0, None, None)))
-            p = jax.tree.map(lambda a: jnp.broadcast_to(a, (len(lams),) + a.shape), params)
-        else:
-            init_fn, step_fn, p = jax.jit(init), jax.jit(step), params
-        s = init_fn(lams, params)
-        errors = []
-        p, s, e = step_fn(lams, p, s, keys[0], x)  # compile
-        jax.block_until_ready(e)
-        errors.append(e)
-        t0 = time.perf_counter()
-        for k in keys[1:]:
-            p, s, e = step_fn(lams, p, s, k, x)
-            errors.append(e)
-        jax.block_until_ready(errors[-1])
-        return np.asarray(jnp.stack(errors), np.float64), (time.perf_counter() - t0) / (steps - 1)
-
-    errors, per_step_population = train(lams, True)
-    errors = errors.T  # (member, step)
-    _, per_step_one = train(lams[0], False) if steps > 1 else (None, float("nan"))
+    _, compile_population = _timed(many, lams, params, x)
+    errors, seconds_population = _timed(many, lams, params, x)
+    _timed(one, lams[0], params, x)
+    _, seconds_one = _timed(one, lams[0], params, x)
+    errors = np.asarray(errors)
     firsts = [first_reaching(e) for e in errors]
     reached = [f for f in firsts if f is not None]
     return {
@@ -160,9 +133,10 @@ def population(steps=200, dampings=POPULATION_DAMPINGS):
         "error_after": [float(e[-1]) for e in errors],
         "first_iteration_reaching_0.0196": firsts,
         "best_member_first_iteration": min(reached) if reached else None,
-        "seconds_per_step_population": per_step_population,
-        "seconds_per_step_one_run": per_step_one,
-        "population_over_one_run": per_step_population / per_step_one,
+        "seconds_population_first_call_incl_compile": compile_population,
+        "seconds_population": seconds_population,
+        "seconds_one_run": seconds_one,
+        "population_over_one_run": seconds_population / seconds_one,
     }
 
 
@@ -172,7 +146,7 @@ def timing(repeats=5, steps=20):
     curv = gc.kfac_curvature(loss, params, x)
     opt = gc.kfac_optimizer(curv, l2_reg=L2, initial_damping=150.0)
 
-    def kfac(p, s, keys):
+    def kfac(p, s, keys, x):  # x is an argument: a closed-over constant would be folded by XLA
         def body(c, k):
             p, s = c
             p, s, _ = opt.step(p, s, x, key=k)
@@ -180,7 +154,7 @@ def timing(repeats=5, steps=20):
         return jax.lax.scan(body, (p, s), keys)[0]
 
     def first_order(tx):
-        def run(p, s, keys):
+        def run(p, s, keys, x):
             def body(c, k):
                 p, s = c
                 g = jax.grad(loss)(p, x)
@@ -197,11 +171,11 @@ def timing(repeats=5, steps=20):
     }
     keys = jax.random.split(jax.random.PRNGKey(0), steps)
     for fn, state in runs.values():
-        jax.block_until_ready(fn(params, state, keys))  # compile and warm up
+        jax.block_until_ready(fn(params, state, keys, x))  # compile and warm up
     samples = {name: [] for name in runs}
     for _ in range(repeats):  # interleaved, so that load hits every optimizer alike
         for name, (fn, state) in runs.items():
-            samples[name].append(_timed(fn, params, state, keys)[1] / steps)
+            samples[name].append(_timed(fn, params, state, keys, x)[1] / steps)
     out = {f"{name}_seconds_per_iteration": float(np.median(v)) for name, v in samples.items()}
     out["kfac_over_sgd"] = out["kfac_seconds_per_iteration"] / out["sgd_momentum_seconds_per_iteration"]
     out["kfac_jax_reference"] = {"kfac_seconds_per_iteration": 0.044, "sgd_seconds_per_iteration": 0.012,
