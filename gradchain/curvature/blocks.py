@@ -176,8 +176,41 @@ def _spd_inverse(m: jax.Array) -> jax.Array:
     By LU with partial pivoting: on XLA's CPU backend it is ~10× faster than the Cholesky route
     at these sizes (a few hundred rows), and as accurate here (the matrices are damped).
     """
-    inv = jnp.linalg.inv(m)
+    inv = _inverse(m)
     return 0.5 * (inv + inv.T)
+
+
+# Batched LAPACK kernels on XLA's CPU backend (an inverse or an eigendecomposition under ``vmap``)
+# split the batch over a small shared thread pool and wait for it; with a few cores and other
+# work in flight, they can wait for ever (observed on a 2-core machine: a vmap population of 8
+# dampings hangs).  Under vmap these two run the batch one matrix after the other instead
+# (``lax.map``): the same numbers, and the decompositions are small next to the rest of a step.
+
+
+@jax.custom_batching.custom_vmap
+def _inverse(m):
+    return jnp.linalg.inv(m)
+
+
+@_inverse.def_vmap
+def _inverse_vmap(axis_size, in_batched, m):
+    del axis_size
+    if not in_batched[0]:
+        return _inverse(m), False
+    return jax.lax.map(_inverse, m), True
+
+
+@jax.custom_batching.custom_vmap
+def _eigh(m):
+    return jnp.linalg.eigh(m)
+
+
+@_eigh.def_vmap
+def _eigh_vmap(axis_size, in_batched, m):
+    del axis_size
+    if not in_batched[0]:
+        return _eigh(m), (False, False)
+    return jax.lax.map(_eigh, m), (True, True)
 
 
 def pi_inverses(block: Block, factors: dict, damping: jax.Array) -> dict:
@@ -212,9 +245,9 @@ def eigendecompositions(block: Block, factors: dict) -> dict:
     """``A = Q_A diag(e_A) Q_Aᵀ``, ``G = Q_G diag(e_G) Q_Gᵀ``; eigenvalues clipped at 0."""
     if block.kind == DIAGONAL:
         return dict(factors)
-    ea, qa = jnp.linalg.eigh(factors["A"])
+    ea, qa = _eigh(factors["A"])
     (ea, qa), g = after((ea, qa), factors["G"])
-    eg, qg = jnp.linalg.eigh(g)
+    eg, qg = _eigh(g)
     return {"QA": qa, "eA": jnp.maximum(ea, 0), "QG": qg, "eG": jnp.maximum(eg, 0)}
 
 
