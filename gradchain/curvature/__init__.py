@@ -15,7 +15,12 @@ Martens 2016), distributed statistics (Ba, Grosse & Martens 2017).
   one pure step.
 """
 
-from gradchain.curvature.adaptive import KFACOptimizer, KFACOptimizerState, KFACStepInfo, kfac_optimizer
+from gradchain.curvature.adaptive import (
+    KFACOptimizer,
+    KFACOptimizerState,
+    KFACStepInfo,
+    kfac_optimizer,
+)
 from gradchain.curvature.blocks import Block
 from gradchain.curvature.precondition import KFACPreconditionState, kfac_precondition
 from gradchain.curvature.statistics import KFACCurvature, KFACStatistics, kfac_curvature

@@ -44,7 +44,7 @@ from gradchain.core import GradientTransformationExtraArgs
 from gradchain.curvature import blocks as _blocks
 from gradchain.curvature.statistics import KFACCurvature, KFACStatistics
 
-__all__ = ["KFACPreconditionState", "kfac_precondition", "INVERSE_KINDS"]
+__all__ = ["INVERSE_KINDS", "KFACPreconditionState", "kfac_precondition"]
 
 INVERSE_KINDS = ("pi", "eigh")
 

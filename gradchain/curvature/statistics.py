@@ -36,7 +36,7 @@ from gradchain.curvature import blocks as _blocks
 from gradchain.curvature import losses as _losses
 from gradchain.curvature.tags import recording
 
-__all__ = ["KFACCurvature", "KFACStatistics", "kfac_curvature", "ESTIMATORS", "UNTAGGED_POLICIES"]
+__all__ = ["ESTIMATORS", "UNTAGGED_POLICIES", "KFACCurvature", "KFACStatistics", "kfac_curvature"]
 
 ESTIMATORS = ("sampled", "exact", "empirical")
 UNTAGGED_POLICIES = ("identity", "error")
@@ -126,7 +126,6 @@ class KFACCurvature:
                 self.loss_fn(params, *args)
             found["layers"] = tuple(rec.layers)
             found["losses"] = tuple(l.kind for l in rec.losses)
-            return None
 
         jax.eval_shape(probe, params)
         layers = found["layers"]
@@ -288,7 +287,6 @@ def kfac_curvature(
         if jnp.shape(value) != ():
             raise ValueError(f"loss_fn must return a scalar loss{' (first of the pair)' if has_aux else ''}, "
                              f"got shape {jnp.shape(value)}")
-        return None
 
     jax.eval_shape(probe, params)
     if not found["losses"]:

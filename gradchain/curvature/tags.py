@@ -38,12 +38,12 @@ import jax.numpy as jnp
 from gradchain.curvature import losses as _losses
 
 __all__ = [
-    "kfac_dense",
     "kfac_conv2d",
-    "kfac_scale_and_shift",
+    "kfac_dense",
     "kfac_loss",
-    "kfac_softmax_cross_entropy",
+    "kfac_scale_and_shift",
     "kfac_sigmoid_cross_entropy",
+    "kfac_softmax_cross_entropy",
     "kfac_squared_error",
 ]
 

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 
 from gradchain.curvature.tags import kfac_conv2d, kfac_dense, kfac_scale_and_shift
 
-__all__ = ["KFACDense", "KFACConv", "KFACScaleAndShift"]
+__all__ = ["KFACConv", "KFACDense", "KFACScaleAndShift"]
 
 
 class KFACDense(nn.Module):

@@ -26,7 +26,7 @@ from flax import nnx  # the Flax library (absolute import)
 
 from gradchain.curvature.tags import kfac_conv2d, kfac_dense, kfac_scale_and_shift
 
-__all__ = ["KFACLinear", "KFACConv", "KFACScaleAndShift"]
+__all__ = ["KFACConv", "KFACLinear", "KFACScaleAndShift"]
 
 
 def _rngs(rngs, layer):
