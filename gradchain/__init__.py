@@ -9,6 +9,7 @@ below plus each star-imported subpackage's own ``__all__`` (a new subpackage joi
 from gradchain import (  # namespaces: gc.adapters.from_nnx, gc.augment.resize, gc.flat.ravel
     adapters,
     augment,
+    curvature as _curvature,
     flat,
     regularizers as _regularizers,
     schedules as _schedules,
@@ -28,6 +29,7 @@ from gradchain.core import (
 )
 from gradchain.hyper import Hyperparameter, Schedule, get_hyperparams, set_hyperparams
 from gradchain.multi_tensor import MultiTensorState, Packed, multi_tensor
+from gradchain.curvature import *
 from gradchain.optimizers import adagrad, adam, adamw, nadam, rmsprop, sgd
 from gradchain.protocol import Model, Trainable, from_function, supervised
 from gradchain.regularizers import *
@@ -77,3 +79,4 @@ __all__ += _schedules.__all__
 __all__ += _second_order.__all__
 __all__ += _regularizers.__all__
 __all__ += _transforms.__all__
+__all__ += _curvature.__all__

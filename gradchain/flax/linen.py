@@ -175,3 +175,8 @@ class Cutout(nn.Module):
         det = nn.merge_param("deterministic", self.deterministic, deterministic)
         key = None if det else self.make_rng(self.rng_collection)
         return cutout(key, images, self.size, deterministic=det, fill=self.fill)
+
+# K-FAC-tagged layers (gradchain.curvature), defined in kfac_linen.py.
+from gradchain.flax.kfac_linen import KFACConv, KFACDense, KFACScaleAndShift  # noqa: E402
+
+__all__ += ["KFACDense", "KFACConv", "KFACScaleAndShift"]

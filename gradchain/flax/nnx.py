@@ -342,3 +342,8 @@ class Cutout(_Stochastic):
         det = self._mode(deterministic)
         key = None if det else self._key(rngs)
         return cutout(key, images, self.size, deterministic=det, fill=self.fill)
+
+# K-FAC-tagged layers (gradchain.curvature), defined in kfac_nnx.py.
+from gradchain.flax.kfac_nnx import KFACConv, KFACLinear, KFACScaleAndShift  # noqa: E402
+
+__all__ += ["KFACLinear", "KFACConv", "KFACScaleAndShift"]
