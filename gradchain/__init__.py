@@ -27,9 +27,9 @@ from gradchain.core import (
     chain,
     identity as identity,
 )
+from gradchain.curvature import *
 from gradchain.hyper import Hyperparameter, Schedule, get_hyperparams, set_hyperparams
 from gradchain.multi_tensor import MultiTensorState, Packed, multi_tensor
-from gradchain.curvature import *
 from gradchain.optimizers import adagrad, adam, adamw, nadam, rmsprop, sgd
 from gradchain.protocol import Model, Trainable, from_function, supervised
 from gradchain.regularizers import *

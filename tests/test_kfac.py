@@ -228,7 +228,8 @@ def test_sampled_and_empirical_factors():
     emp = gc.kfac_curvature(mlp_loss, params, x, y, estimator="empirical")
     _, _, st = jax.jit(emp.value_grad_and_statistics)(params, x, y)
     logits = d["logits"]
-    p = np.exp(logits - logits.max(1, keepdims=True)); p /= p.sum(1, keepdims=True)
+    p = np.exp(logits - logits.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
     r = p - np.eye(10)[d["y"]]
     np.testing.assert_allclose(st.factors[2]["G"], r.T @ r / len(r), rtol=1e-5, atol=1e-7)
 

@@ -48,7 +48,7 @@ __all__ = ["KFACOptimizer", "KFACOptimizerState", "KFACStepInfo", "kfac_optimize
 
 
 class KFACOptimizerState(NamedTuple):
-    count: jax.Array  # int32: steps done
+    count: jax.Array  # pyright: ignore[reportIncompatibleMethodOverride] - int32: steps done (a field)
     damping: jax.Array  # λ_k, the damping the next step uses
     factors: tuple  # moving averages of the factors, per block
     factor_weight: jax.Array  # normaliser of the moving average
@@ -113,6 +113,7 @@ class KFACOptimizer:
         if not isinstance(state, KFACOptimizerState):
             raise TypeError(f"state must be a KFACOptimizerState from KFACOptimizer.init, got {type(state).__name__}")
         curv = self.curvature
+        value: Any
         value, grads, stats = curv.value_grad_and_statistics(params, *args, key=key)
         if curv.has_aux:
             value = value[0]
@@ -139,7 +140,7 @@ class KFACOptimizer:
             c = curv.gauss_newton_products(params, args, [delta])
             d = jnp.array([[_vdot(delta, delta)]])
             b = jnp.array([_vdot(grads, delta)])
-        c, d, b = c.astype(dtype), d.astype(dtype), b.astype(dtype)
+        c, d, b = jnp.asarray(c, dtype), d.astype(dtype), b.astype(dtype)
         damped = c + total * d
         only_lr = -b[0] / damped[0, 0]
         if self.use_momentum:

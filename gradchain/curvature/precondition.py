@@ -50,7 +50,7 @@ INVERSE_KINDS = ("pi", "eigh")
 
 
 class KFACPreconditionState(NamedTuple):
-    count: jax.Array  # int32: updates done
+    count: jax.Array  # pyright: ignore[reportIncompatibleMethodOverride] - a field, as in Optax
     hyperparams: dict  # {"damping": λ, "ema_decay": ε}: the values the next update uses
     factors: tuple  # per block: the moving averages ({"A", "G"} or diagonals)
     factor_weight: jax.Array  # w_k = Σ_i ε^{k-i}, the normaliser of the moving average
@@ -194,4 +194,4 @@ def kfac_precondition(
         }
         return out, KFACPreconditionState(hyper.increment(state.count), next_hypers, factors, weight, inverses)
 
-    return GradientTransformationExtraArgs(init, update)
+    return GradientTransformationExtraArgs(init, update)  # pyright: ignore[reportArgumentType] - update requires kfac_statistics=

@@ -32,8 +32,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from gradchain.curvature import blocks as _blocks
-from gradchain.curvature import losses as _losses
+from gradchain.curvature import blocks as _blocks, losses as _losses
 from gradchain.curvature.tags import recording
 
 __all__ = ["ESTIMATORS", "UNTAGGED_POLICIES", "KFACCurvature", "KFACStatistics", "kfac_curvature"]
@@ -166,7 +165,7 @@ class KFACCurvature:
         c = 0.0
         for (kind, weight), z, jt in zip(kinds, zs, jts):
             n = z.shape[0]
-            hjt = jax.vmap(lambda u: _losses.hvp(kind, z, u))(jt)
+            hjt = jax.vmap(lambda u, kind=kind, z=z: _losses.hvp(kind, z, u))(jt)
             c = c + weight * jnp.einsum("i...,j...->ij", jt, hjt) / n
         if self.axis_name is not None:
             c = jax.lax.pmean(c, self.axis_name)
@@ -217,6 +216,7 @@ class KFACCurvature:
     def _cotangents(self, records, zs, targets, key):
         """Stacked output-side vectors ``(K, *z.shape)`` for every loss, weighted by ``√w``."""
         per_loss = []
+        keys = None
         if self.estimator == "sampled":
             keys = jax.random.split(key, len(records))
         for i, ((kind, weight), z, y) in enumerate(zip(records, zs, targets)):
@@ -226,8 +226,9 @@ class KFACCurvature:
             elif self.estimator == "empirical":
                 cols = _losses.gradient(kind, z, y)[None]
             else:
+                assert keys is not None
                 draws = jax.random.split(keys[i], self.num_samples)
-                cols = jax.vmap(lambda k: _losses.sample(kind, k, z))(draws)
+                cols = jax.vmap(lambda k, kind=kind, z=z: _losses.sample(kind, k, z))(draws)
                 cols = cols / jnp.sqrt(jnp.asarray(self.num_samples, z.dtype))
             per_loss.append(root * cols)
         # Loss i's vectors go in their own rows, zeros for the other losses.

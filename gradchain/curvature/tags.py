@@ -202,7 +202,7 @@ def kfac_conv2d(
     strides = _pairs(strides, "strides", name)
     dilation = _pairs(dilation, "dilation", name)
     if not isinstance(padding, str):
-        padding = tuple(tuple(int(v) for v in p) for p in padding)
+        padding = [(int(lo), int(hi)) for lo, hi in padding]
     y = jax.lax.conv_general_dilated(
         x, w, window_strides=strides, padding=padding, rhs_dilation=dilation,
         dimension_numbers=("NHWC", "HWIO", "NHWC"),

@@ -39,7 +39,7 @@ class KFACDense(nn.Module):
         x = jnp.asarray(x)
         kernel = self.param("kernel", self.kernel_init, (x.shape[-1], self.features))
         bias = self.param("bias", self.bias_init, (self.features,)) if self.use_bias else None
-        return kfac_dense(x, kernel, bias, name="/".join(self.scope.path) or None)
+        return kfac_dense(x, kernel, bias, name=_scope_name(self))
 
 
 class KFACConv(nn.Module):
@@ -59,7 +59,7 @@ class KFACConv(nn.Module):
         kernel = self.param("kernel", self.kernel_init, tuple(self.kernel_size) + (x.shape[-1], self.features))
         bias = self.param("bias", self.bias_init, (self.features,)) if self.use_bias else None
         return kfac_conv2d(x, kernel, bias, strides=self.strides, padding=self.padding,
-                           name="/".join(self.scope.path) or None)
+                           name=_scope_name(self))
 
 
 class KFACScaleAndShift(nn.Module):
@@ -70,4 +70,11 @@ class KFACScaleAndShift(nn.Module):
         x = jnp.asarray(x)
         scale = self.param("scale", nn.initializers.ones_init(), (x.shape[-1],))
         shift = self.param("shift", nn.initializers.zeros_init(), (x.shape[-1],))
-        return kfac_scale_and_shift(x, scale, shift, name="/".join(self.scope.path) or None)
+        return kfac_scale_and_shift(x, scale, shift, name=_scope_name(self))
+
+
+def _scope_name(module) -> str | None:
+    """The module's path in the Linen tree (``"Dense_0"``), the block's name in the K-FAC table."""
+    scope = module.scope
+    return None if scope is None else ("/".join(scope.path) or None)
+
