@@ -39,6 +39,12 @@ class UpdateFn(Protocol):
     ) -> tuple[Updates, OptState]: ...
 
 
+class UpdateFnExtraArgs(Protocol):
+    def __call__(
+        self, updates: Updates, state: OptState, params: Params | None = None, **extra_args: Any
+    ) -> tuple[Updates, OptState]: ...
+
+
 class GradientTransformation(NamedTuple):
     """A pure ``(init, update)`` pair; see the module docstring."""
 
@@ -53,6 +59,8 @@ class GradientTransformationExtraArgs(GradientTransformation):
     needs besides the gradient (a loss ``value=`` for a plateau schedule, curvature statistics for
     K-FAC).  :func:`chain` forwards them, as ``optax.chain`` does for Optax's class of this name.
     """
+
+    update: UpdateFnExtraArgs  # pyright: ignore[reportIncompatibleVariableOverride] - a wider signature, as Optax's
 
 
 def accepted_extra_args(update: Any, extra_args: dict[str, Any]) -> dict[str, Any]:

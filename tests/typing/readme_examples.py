@@ -99,7 +99,35 @@ def block_6() -> None:  # README.md line 225
     result = gc.minimize(loss, params, tol=1e-6, ftol=2.2e-9)  # also stop on a small relative decrease, as scipy
 
 
-def block_7() -> None:  # README.md line 267
+def block_7() -> None:  # README.md line 258
+    import jax, jax.numpy as jnp
+    import gradchain as gc
+
+    def loss_fn(params, x, y):  # an ordinary JAX function with tagged layers and a tagged loss
+        h = jnp.tanh(gc.kfac_dense(x, params[0]["w"], params[0]["b"]))
+        return gc.kfac_softmax_cross_entropy(gc.kfac_dense(h, params[1]["w"], params[1]["b"]), y)
+
+    k1, k2, k3 = jax.random.split(jax.random.PRNGKey(0), 3)
+    params = [{"w": jax.random.normal(k1, (8, 16)) / 3, "b": jnp.zeros(16)},
+              {"w": jax.random.normal(k2, (16, 3)) / 4, "b": jnp.zeros(3)}]
+    x, y = jax.random.normal(k3, (64, 8)), jnp.arange(64) % 3
+    curv = gc.kfac_curvature(loss_fn, params, x, y)
+    print(curv.table())
+    tx = gc.chain(gc.kfac_precondition(curv, damping=1e-2, refresh_every=5),
+                  gc.scale_by_momentum(0.9), gc.scale_by_learning_rate(0.1))
+    state = tx.init(params)
+
+    @jax.jit
+    def step(params, state, key):
+        loss, grads, stats = curv.value_grad_and_statistics(params, x, y, key=key)
+        updates, state = tx.update(grads, state, params, kfac_statistics=stats)  # chain forwards it
+        return gc.apply_updates(params, updates), state, loss
+
+    for i in range(5):
+        params, state, loss = step(params, state, jax.random.PRNGKey(i))
+
+
+def block_8() -> None:  # README.md line 313
     import jax, jax.numpy as jnp
     import gradchain as gc
     from gradchain import tuning
