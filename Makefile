@@ -53,9 +53,10 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check gradchain tests
 	$(VENV)/bin/basedpyright --pythonpath $(PY)
 
+# The notebooks run during the build, in their small setting (docs/conf.py: inline figures).
 docs: $(VENV)/.installed
-	rm -rf docs/_build docs/generated
-	$(PY) -m sphinx -E -W --keep-going -q -b html docs docs/_build/html
+	rm -rf docs/_build docs/generated docs/notebooks
+	GRADCHAIN_SMALL=1 $(PY) -m sphinx -E -W --keep-going -q -b html docs docs/_build/html
 
 bench: $(VENV)/.installed
 	$(PY) benchmarks/update_step.py

@@ -1,15 +1,25 @@
 """Sphinx configuration: MyST Markdown pages, autodoc + napoleon for the Google-style docstrings,
-one autosummary page per public name (``gradchain.__all__``).  Built with warnings as errors:
-``make docs`` (``sphinx-build -W --keep-going -b html docs docs/_build/html``)."""
+one autosummary page per public name (``gradchain.__all__``), and the notebooks of ``notebooks/``
+rendered by MyST-NB, executed during the build in their small setting (``GRADCHAIN_SMALL=1``) so
+that their pictures are on the pages.  Built with warnings as errors: ``make docs``
+(``sphinx-build -W --keep-going -b html docs docs/_build/html``)."""
 
 from __future__ import annotations
 
 import inspect
+import os
+import shutil
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+# The notebooks run in their small setting (inherited by the kernels).  Their figures need the
+# kernel's inline backend (no display needed): MPLBACKEND=Agg, which the tests use, would make
+# plt.show() draw nothing, so it is replaced here.
+os.environ.setdefault("GRADCHAIN_SMALL", "1")
+if os.environ.get("MPLBACKEND", "").lower() in ("", "agg"):
+    os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
 
 import gradchain  # noqa: E402
 
@@ -19,15 +29,16 @@ copyright = "the gradchain authors, Apache-2.0"  # noqa: A001
 release = gradchain.__version__
 
 extensions = [
-    "myst_parser",
+    "myst_nb",  # MyST-NB: includes myst_parser, and reads and executes the .ipynb files
     "sphinx.ext.autodoc",
     "sphinx.ext.autosummary",
     "sphinx.ext.napoleon",
     "sphinx.ext.mathjax",
     "sphinx.ext.viewcode",
 ]
-source_suffix = {".md": "markdown", ".rst": "restructuredtext"}
-exclude_patterns = ["_build", "api/generated/*.md"]
+source_suffix = {".md": "myst-nb", ".ipynb": "myst-nb", ".rst": "restructuredtext"}
+# notebooks/*/: what the notebooks write while they run (05's recipe report), not pages.
+exclude_patterns = ["_build", "api/generated/*.md", "notebooks/*/**"]
 myst_enable_extensions = ["colon_fence", "dollarmath"]
 myst_heading_anchors = 3
 
@@ -42,6 +53,15 @@ napoleon_use_rtype = False
 # Type aliases and protocols whose targets Sphinx cannot resolve inside annotations.
 nitpicky = False
 suppress_warnings = ["autosummary.import_cycle"]
+
+# Notebooks: executed on every build (no cache), in their own folder (05 shows the pictures its
+# report wrote there); an error in a cell fails the build.
+nb_execution_mode = "force"
+nb_execution_timeout = 900
+nb_execution_raise_on_error = True
+nb_execution_show_tb = True
+nb_merge_streams = True
+nb_output_stderr = "show"
 
 html_theme = "alabaster"
 html_title = f"gradchain {release}"
@@ -98,3 +118,39 @@ def _api_page() -> str:
 
 
 (Path(__file__).parent / "api.md").write_text(_api_page())
+
+
+def _copy_notebooks() -> None:
+    """``docs/notebooks/``: a fresh copy of ``notebooks/*.ipynb`` on every build (git-ignored), so
+    that nothing a previous run wrote there (05's resumable recipe folder) is reused."""
+    target = Path(__file__).parent / "notebooks"
+    shutil.rmtree(target, ignore_errors=True)
+    target.mkdir()
+    for notebook in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        shutil.copy2(notebook, target / notebook.name)
+
+
+_copy_notebooks()
+
+
+def _report_images(app, doctree) -> None:
+    """A notebook that shows a Markdown report it wrote (05: ``recipe-nnx-cnn/report.md``) links
+    the report's pictures relative to the report's folder; point such a link at the one picture
+    of that name in a folder the notebook wrote, before Sphinx collects the images."""
+    from docutils import nodes
+
+    docname = app.env.docname
+    if not docname.startswith("notebooks/"):
+        return
+    here = Path(app.srcdir) / docname
+    for node in doctree.findall(nodes.image):
+        uri = node["uri"]
+        if "://" in uri or uri.startswith("data:") or (here.parent / uri).exists():
+            continue
+        found = sorted(here.parent.glob(f"*/{uri}"))
+        if len(found) == 1:
+            node["uri"] = found[0].relative_to(here.parent).as_posix()
+
+
+def setup(app):
+    app.connect("doctree-read", _report_images, priority=400)  # before the image collector (500)
