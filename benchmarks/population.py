@@ -40,9 +40,15 @@ def torch_loop(sizes, batch, steps, data):
     layers = []
     for m, n in zip(sizes[:-1], sizes[1:]):
         layers += [torch.nn.Linear(m, n), torch.nn.ReLU()]
-    model = torch.nn.Sequential(*layers[:-1])
+    return _timed_torch_training(torch.nn.Sequential(*layers[:-1]), torch.tensor(np.asarray(data.x_train)),
+                                 data, steps, batch)
+
+
+def _timed_torch_training(model, x, data, steps, batch):
+    """Seconds for ``steps`` AdamW steps of ``model`` on random minibatches of ``x``."""
+    import torch
+
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4)
-    x = torch.tensor(np.asarray(data.x_train))
     y = torch.tensor(np.asarray(data.y_train), dtype=torch.long)
     idx = torch.randint(0, len(y), (steps, batch))
     start = time.perf_counter()
@@ -72,18 +78,8 @@ def torch_cnn_loop(steps, batch, data, dropout=0.1):
     import torch
 
     torch.manual_seed(0)
-    model = TorchCNN(dropout)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4)
     x = torch.tensor(np.asarray(data.x_train)).permute(0, 3, 1, 2).contiguous()
-    y = torch.tensor(np.asarray(data.y_train), dtype=torch.long)
-    idx = torch.randint(0, len(y), (steps, batch))
-    start = time.perf_counter()
-    for i in range(steps):
-        loss = torch.nn.functional.cross_entropy(model(x[idx[i]]), y[idx[i]])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return time.perf_counter() - start
+    return _timed_torch_training(TorchCNN(dropout), x, data, steps, batch)
 
 
 def cnn_rows(population: int, steps: int, strategies=("sequential", "vmap")) -> dict:

@@ -32,19 +32,24 @@ class Split(NamedTuple):
     y_val: jax.Array
 
 
+def _split_order(n: int, key: jax.Array | None, val_fraction: float) -> tuple[np.ndarray, np.ndarray]:
+    """Training and validation row indices, drawn from ``key`` (default ``PRNGKey(0)``)."""
+    if not 0.0 < val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction!r}")
+    key = jax.random.PRNGKey(0) if key is None else key
+    order = np.asarray(jax.random.permutation(key, n))
+    n_val = round(val_fraction * n)
+    return order[n_val:], order[:n_val]
+
+
 def digits(key: jax.Array | None = None, val_fraction: float = 0.2) -> Split:
     """scikit-learn's digits as float32 features standardised on the training split.
 
     The split is drawn from ``key`` (default ``PRNGKey(0)``), so it is reproducible and free of
     Python-side randomness.  Features: 64 pixel intensities; labels: int32 in 0..9.
     """
-    if not 0.0 < val_fraction < 1.0:
-        raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction!r}")
     x, y = load_digits_arrays()
-    key = jax.random.PRNGKey(0) if key is None else key
-    order = np.asarray(jax.random.permutation(key, len(x)))
-    n_val = round(val_fraction * len(x))
-    val, train = order[:n_val], order[n_val:]
+    train, val = _split_order(len(x), key, val_fraction)
     mean, std = x[train].mean(0), x[train].std(0) + 1e-6
     standardise = lambda a: jnp.asarray((a - mean) / std, jnp.float32)
     return Split(
@@ -57,13 +62,8 @@ def digits_images(key: jax.Array | None = None, val_fraction: float = 0.2) -> Sp
 
     Same split as :func:`digits` for the same ``key``; labels int32 in 0..9.
     """
-    if not 0.0 < val_fraction < 1.0:
-        raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction!r}")
     x, y = load_digits_arrays()
-    key = jax.random.PRNGKey(0) if key is None else key
-    order = np.asarray(jax.random.permutation(key, len(x)))
-    n_val = round(val_fraction * len(x))
-    val, train = order[:n_val], order[n_val:]
+    train, val = _split_order(len(x), key, val_fraction)
     images = jnp.asarray(x.reshape(-1, 8, 8, 1) / 16.0, jnp.float32)
     labels = jnp.asarray(y, jnp.int32)
     return Split(images[train], labels[train], images[val], labels[val])

@@ -52,16 +52,23 @@ def lr_finder(task, make_optimizer, key, *, rates=DEFAULT_RATES, steps: int = 10
         return LRFinderResult(float("nan"), rates, drops, losses,
                               "no learning rate made the loss go down: check the model and the data")
     best = np.nanmax(drops)
-    good = np.isfinite(drops) & (drops >= tolerance * best)
-    order = np.argsort(rates)[::-1]  # largest first
-    largest_good = next(i for i in order if good[i])
-    position = list(order).index(largest_good)
-    pick = order[position + 1] if position + 1 < len(order) and good[order[position + 1]] else largest_good
+    pick = pick_rate(rates, drops, tolerance)
     lr = float(rates[pick])
     message = (f"learning rate {lr:.3g}: loss drop {drops[pick]:.0%} in {steps} steps "
                f"(best drop {best:.0%} at {rates[np.nanargmax(drops)]:.3g}); "
                f"{int(np.sum(~np.isfinite(drops)))} of {len(rates)} rates diverged")
     return LRFinderResult(lr, rates, drops, losses, message)
+
+
+def pick_rate(rates: np.ndarray, drops: np.ndarray, tolerance: float = 0.9) -> int:
+    """The index of the chosen rate: the next rate below the largest "good" one (drop ≥
+    ``tolerance`` × the best) when that one is good too, else the largest good rate.  At least one
+    drop must be finite and positive."""
+    good = np.isfinite(drops) & (drops >= tolerance * np.nanmax(drops))
+    order = np.argsort(rates)[::-1]  # largest first
+    largest_good = next(i for i in order if good[i])
+    position = list(order).index(largest_good)
+    return int(order[position + 1] if position + 1 < len(order) and good[order[position + 1]] else largest_good)
 
 
 def _robust_drop(losses: np.ndarray, window: int) -> float:

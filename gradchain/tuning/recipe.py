@@ -44,7 +44,7 @@ import gradchain as gc
 from gradchain.data import Split
 from gradchain.protocol import Trainable
 from gradchain.tuning import curves
-from gradchain.tuning.lr_finder import DEFAULT_RATES, _robust_drop
+from gradchain.tuning.lr_finder import DEFAULT_RATES, _robust_drop, pick_rate
 from gradchain.tuning.search import LogUniform, TrialStore, Uniform, _check_space, refine, sample
 from gradchain.tuning.training import check_data, choose_strategy, make_fit, stack_configs, train_population
 
@@ -320,11 +320,7 @@ class _Recipe:
         if not np.any(np.isfinite(drops) & (drops > 0)):
             lr, text = 1e-3, "no learning rate made the loss go down; continuing at 1e-3 — check the model and the data"
         else:
-            good = np.isfinite(drops) & (drops >= 0.9 * np.nanmax(drops))
-            order = np.argsort(rates)[::-1]
-            largest = next(i for i in order if good[i])
-            pos = list(order).index(largest)
-            pick = order[pos + 1] if pos + 1 < len(order) and good[order[pos + 1]] else largest
+            pick = pick_rate(rates, drops)
             lr = float(rates[pick])
             text = (f"learning rate {lr:.3g}: loss drop {drops[pick]:.0%} in {losses.shape[1]} steps; "
                     f"{int(np.sum(~np.isfinite(drops)))} of {len(rates)} rates diverged")
