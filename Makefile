@@ -8,7 +8,8 @@ FLOOR_JAX ?= 0.6.2
 FLOOR_VENV ?= .venv-floor
 CORE_TESTS := tests/test_core.py tests/test_optimizers.py tests/test_transforms.py tests/test_hyper.py \
 	tests/test_flat.py tests/test_bad_input.py tests/test_multi_tensor.py tests/test_clients.py \
-	tests/test_schedules.py tests/test_readme.py
+	tests/test_schedules.py tests/test_readme.py tests/test_kfac.py tests/test_kfac_layers.py \
+	tests/test_kfac_optimizer.py tests/test_kfac_distributed.py tests/test_kfac_linalg.py
 # Modules whose docstring examples run as doctests.
 DOCTEST_MODULES := gradchain/core.py gradchain/hyper.py gradchain/optimizers.py gradchain/state.py
 

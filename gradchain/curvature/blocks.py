@@ -34,6 +34,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from gradchain.curvature.linalg import eigh, spd_inverse
 from gradchain.curvature.tags import LayerRecord
 
 KRONECKER = "kronecker"
@@ -137,10 +138,12 @@ def batch_factors(block: Block, inputs: jax.Array, out_grads: jax.Array) -> dict
         inputs = conv_patches(inputs, block.layer)
     a = inputs.reshape(-1, inputs.shape[-1])
     m = a.shape[0]
-    if block.has_bias:
-        a = jnp.concatenate([a, jnp.ones((m, 1), a.dtype)], axis=1)
+    aa = _hi(a.T, a)
+    if block.has_bias:  # ā = [a; 1]: the last row and column of āᵀā are the sums of a, and m
+        total = jnp.sum(a, axis=0)
+        aa = jnp.block([[aa, total[:, None]], [total[None, :], jnp.full((1, 1), m, aa.dtype)]])
     g = out_grads.reshape(-1, out_grads.shape[-1])
-    return {"A": _hi(a.T, a) / m, "G": _hi(g.T, g) / m}
+    return {"A": aa / m, "G": _hi(g.T, g) / m}
 
 
 def _diagonal_factors(block: Block, x: jax.Array, out_grads: jax.Array) -> dict:
@@ -170,49 +173,6 @@ def pi_of(a: jax.Array, g: jax.Array) -> jax.Array:
     return jnp.sqrt(ta / tg)
 
 
-def _spd_inverse(m: jax.Array) -> jax.Array:
-    """Inverse of a symmetric positive definite matrix, symmetrised.
-
-    By LU with partial pivoting: on XLA's CPU backend it is ~10× faster than the Cholesky route
-    at these sizes (a few hundred rows), and as accurate here (the matrices are damped).
-    """
-    inv = _inverse(m)
-    return 0.5 * (inv + inv.T)
-
-
-# Batched LAPACK kernels on XLA's CPU backend (an inverse or an eigendecomposition under ``vmap``)
-# split the batch over a small shared thread pool and wait for it; with a few cores and other
-# work in flight, they can wait for ever (observed on a 2-core machine: a vmap population of 8
-# dampings hangs).  Under vmap these two run the batch one matrix after the other instead
-# (``lax.map``): the same numbers, and the decompositions are small next to the rest of a step.
-
-
-@jax.custom_batching.custom_vmap
-def _inverse(m):
-    return jnp.linalg.inv(m)
-
-
-@_inverse.def_vmap
-def _inverse_vmap(axis_size, in_batched, m):
-    del axis_size
-    if not in_batched[0]:
-        return _inverse(m), False
-    return jax.lax.map(_inverse, m), True
-
-
-@jax.custom_batching.custom_vmap
-def _eigh(m):
-    return jnp.linalg.eigh(m)
-
-
-@_eigh.def_vmap
-def _eigh_vmap(axis_size, in_batched, m):
-    del axis_size
-    if not in_batched[0]:
-        return _eigh(m), (False, False)
-    return jax.lax.map(_eigh, m), (True, True)
-
-
 def pi_inverses(block: Block, factors: dict, damping: jax.Array) -> dict:
     """``(A + πγI)⁻¹`` and ``(G + γ/π I)⁻¹`` with ``γ = √(λ/s)``; for a diagonal block ``1/(f + λ)``."""
     if block.kind == DIAGONAL:
@@ -223,9 +183,7 @@ def pi_inverses(block: Block, factors: dict, damping: jax.Array) -> dict:
     pi = pi_of(a, g)
     eye_a = jnp.eye(a.shape[0], dtype=a.dtype)
     eye_g = jnp.eye(g.shape[0], dtype=g.dtype)
-    a_inv = _spd_inverse(a + pi * gamma * eye_a)
-    a_inv, g_damped = after(a_inv, g + gamma / pi * eye_g)
-    return {"A_inv": a_inv, "G_inv": _spd_inverse(g_damped)}
+    return {"A_inv": spd_inverse(a + pi * gamma * eye_a), "G_inv": spd_inverse(g + gamma / pi * eye_g)}
 
 
 def after(done, todo):
@@ -245,9 +203,9 @@ def eigendecompositions(block: Block, factors: dict) -> dict:
     """``A = Q_A diag(e_A) Q_Aᵀ``, ``G = Q_G diag(e_G) Q_Gᵀ``; eigenvalues clipped at 0."""
     if block.kind == DIAGONAL:
         return dict(factors)
-    ea, qa = _eigh(factors["A"])
+    ea, qa = eigh(factors["A"])
     (ea, qa), g = after((ea, qa), factors["G"])
-    eg, qg = _eigh(g)
+    eg, qg = eigh(g)
     return {"QA": qa, "eA": jnp.maximum(ea, 0), "QG": qg, "eG": jnp.maximum(eg, 0)}
 
 

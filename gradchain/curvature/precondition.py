@@ -90,11 +90,13 @@ def average_factors(factors: tuple, weight: jax.Array, batch: tuple, decay: jax.
 def compute_inverses(curvature: KFACCurvature, factors: tuple, damping: jax.Array, inverse: str) -> tuple:
     """Every block's damped inverses (``"pi"``) or eigendecompositions (``"eigh"``), one block
     after the other (see :func:`.blocks.after`)."""
+    if inverse == "pi":
+        return tuple(_blocks.pi_inverses(b, f, damping) for b, f in zip(curvature.blocks, factors))
     out = []
     for b, f in zip(curvature.blocks, factors):
         if out:
             out[-1], f = _blocks.after(out[-1], f)
-        out.append(_blocks.pi_inverses(b, f, damping) if inverse == "pi" else _blocks.eigendecompositions(b, f))
+        out.append(_blocks.eigendecompositions(b, f))
     return tuple(out)
 
 

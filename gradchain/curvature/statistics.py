@@ -48,16 +48,24 @@ class KFACStatistics(NamedTuple):
 
 
 def _varying(tree, axis_name):
-    """Mark replicated values as varying over ``axis_name`` inside ``shard_map`` (else unchanged)."""
+    """Mark replicated values as varying over ``axis_name`` inside ``shard_map`` (else unchanged).
+
+    jax ≥ 0.8 spells it ``lax.pcast(..., to="varying")`` and ``typeof(a).manual_axis_type``;
+    older releases ``lax.pvary`` and ``typeof(a).vma``.
+    """
     axes = axis_name if isinstance(axis_name, tuple) else (axis_name,)
 
     def one(a):
-        manual = getattr(jax.typeof(a), "manual_axis_type", None)  # set inside shard_map
-        missing = tuple(ax for ax in axes if manual is not None and ax not in manual.varying)
+        aval = jax.typeof(a)
+        manual = getattr(aval, "manual_axis_type", None)  # set inside shard_map
+        varying = manual.varying if manual is not None else getattr(aval, "vma", None)
+        missing = tuple(ax for ax in axes if varying is not None and ax not in varying)
         if not missing:
             return a
         try:
-            return jax.lax.pcast(a, missing, to="varying")
+            if hasattr(jax.lax, "pcast"):
+                return jax.lax.pcast(a, missing, to="varying")
+            return jax.lax.pvary(a, missing)  # pyright: ignore[reportAttributeAccessIssue] - jax < 0.8
         except (NameError, ValueError):  # not inside shard_map over that axis (pmap, no axis)
             return a
 
@@ -200,10 +208,13 @@ class KFACCurvature:
             params, perturbations = _varying((params, perturbations), self.axis_name)
         (value, outs), vjp_fn, (aux, inputs, targets, zs) = jax.vjp(f, params, perturbations, has_aux=True)
         zero_outs = jax.tree.map(jnp.zeros_like, outs)
-        grads = vjp_fn((jnp.ones_like(value), zero_outs))[0]
+        one = jnp.ones_like(value)
+        zero_value = jnp.zeros_like(value)
+        if self.axis_name is not None:  # cotangents of the same (varying) type as the outputs
+            one, zero_value, zero_outs = _varying((one, zero_value, zero_outs), self.axis_name)
+        grads = vjp_fn((one, zero_outs))[0]
 
         cotangents = self._cotangents(holder["losses"], zs, targets, key)
-        zero_value = jnp.zeros_like(value)
         out_grads = jax.vmap(lambda c: vjp_fn((zero_value, c))[1])(cotangents)
         factors = tuple(
             _blocks.batch_factors(b, x, g) for b, x, g in zip(self.blocks, inputs, out_grads)
