@@ -189,11 +189,12 @@ def pi_inverses(block: Block, factors: dict, damping: jax.Array) -> dict:
 def after(done, todo):
     """``(done, todo)`` unchanged, but ``todo`` is only available once ``done`` is computed.
 
-    Batched LAPACK kernels on XLA's CPU backend (an inverse or an eigendecomposition under
-    ``vmap``) share one small thread pool; two of them running at once can wait for each other
-    for ever on a machine with few cores.  Chaining the decompositions one after the other with
-    a data dependency (``todo + 0·done[0]``, which XLA does not simplify away: ``0·NaN`` is NaN)
-    avoids it and costs nothing measurable.
+    Batched LAPACK kernels on XLA's CPU backend (an eigendecomposition under ``vmap``) share one
+    small thread pool; two of them running at once can wait for each other for ever on a machine
+    with few cores.  Chaining the eigendecompositions one after the other with a data dependency
+    (``todo + 0·done[0]``, which XLA does not simplify away: ``0·NaN`` is NaN) avoids it and costs
+    nothing measurable.  (The π-damped inverses need no chain: on CPU their LAPACK calls are on
+    blocks of at most 16 rows, one matrix at a time, see :mod:`.linalg`.)
     """
     first = jax.tree.leaves(done)[0].ravel()[0]
     return done, jax.tree.map(lambda t: t + (first * 0).astype(t.dtype), todo)

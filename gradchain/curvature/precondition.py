@@ -88,8 +88,8 @@ def average_factors(factors: tuple, weight: jax.Array, batch: tuple, decay: jax.
 
 
 def compute_inverses(curvature: KFACCurvature, factors: tuple, damping: jax.Array, inverse: str) -> tuple:
-    """Every block's damped inverses (``"pi"``) or eigendecompositions (``"eigh"``), one block
-    after the other (see :func:`.blocks.after`)."""
+    """Every block's damped inverses (``"pi"``) or eigendecompositions (``"eigh"``, one block
+    after the other: see :func:`.blocks.after`)."""
     if inverse == "pi":
         return tuple(_blocks.pi_inverses(b, f, damping) for b, f in zip(curvature.blocks, factors))
     out = []
