@@ -144,7 +144,7 @@ def population(steps=200, dampings=POPULATION_DAMPINGS):
 
 def timing(repeats=5, steps=20):
     """Seconds per iteration of K-FAC, SGD+momentum and Adam, each a compiled scan of ``steps``."""
-    params, x, loss, error = autoencoder()
+    params, x, loss, _ = autoencoder()
     curv = gc.kfac_curvature(loss, params, x)
     opt = gc.kfac_optimizer(curv, l2_reg=L2, initial_damping=150.0)
 
