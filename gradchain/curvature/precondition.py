@@ -146,6 +146,8 @@ def kfac_precondition(
       ema_decay: ε in [0, 1), the decay of the factors' moving average (0: the batch estimate only).
       refresh_every: T ≥ 1: recompute the inverses (or eigendecompositions) every T updates.
       inverse: ``"pi"`` (factored Tikhonov damping with π) or ``"eigh"`` (exact damped inverse).
+        On CPU ``"pi"`` is the fast one: its inverses stay off threaded LAPACK (:mod:`.linalg`),
+        while ``eigh`` calls LAPACK's ``syevd`` on whole factors.
 
     ``update(updates, state, params=None, *, kfac_statistics)`` — the statistics of this step.
     """
