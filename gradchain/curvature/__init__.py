@@ -13,6 +13,8 @@ Martens 2016), distributed statistics (Ba, Grosse & Martens 2017).
 * **The adaptive optimizer** (:mod:`.adaptive`): ``kfac_optimizer(curv, ...)``, M&G's learning
   rate and momentum from the exact quadratic model (§7) and Levenberg–Marquardt damping (§6.5),
   one pure step.
+* **Linear algebra** (:mod:`.linalg`): the damped inverses of a refresh, by a block Cholesky of
+  matrix products on CPU (no threaded OpenBLAS call), ``jnp.linalg.inv`` elsewhere.
 """
 
 from gradchain.curvature.adaptive import (
