@@ -127,7 +127,7 @@ def block_7() -> None:  # README.md line 258
         params, state, loss = step(params, state, jax.random.PRNGKey(i))
 
 
-def block_8() -> None:  # README.md line 313
+def block_8() -> None:  # README.md line 314
     import jax, jax.numpy as jnp
     import gradchain as gc
     from gradchain import tuning
