@@ -1,4 +1,4 @@
-"""The two decompositions K-FAC refreshes every T steps, written to be fast on XLA's CPU backend.
+"""The two decompositions of a K-FAC refresh, and how they run on XLA's CPU backend.
 
 * :func:`spd_inverse` — the inverse of a symmetric positive definite matrix (a damped factor).
   On CPU it is a recursive block Cholesky made of matrix products: with ``M = [[M₁₁, M₁₂],

@@ -50,8 +50,8 @@ class KFACStatistics(NamedTuple):
 def _varying(tree, axis_name):
     """Mark replicated values as varying over ``axis_name`` inside ``shard_map`` (else unchanged).
 
-    jax ≥ 0.8 spells it ``lax.pcast(..., to="varying")`` and ``typeof(a).manual_axis_type``;
-    older releases ``lax.pvary`` and ``typeof(a).vma``.
+    Current jax spells it ``lax.pcast(..., to="varying")`` and ``typeof(a).manual_axis_type``;
+    older releases (0.6, our floor) ``lax.pvary`` and ``typeof(a).vma``.
     """
     axes = axis_name if isinstance(axis_name, tuple) else (axis_name,)
 
@@ -65,7 +65,7 @@ def _varying(tree, axis_name):
         try:
             if hasattr(jax.lax, "pcast"):
                 return jax.lax.pcast(a, missing, to="varying")
-            return jax.lax.pvary(a, missing)  # pyright: ignore[reportAttributeAccessIssue] - jax < 0.8
+            return jax.lax.pvary(a, missing)  # pyright: ignore[reportAttributeAccessIssue] - older jax
         except (NameError, ValueError):  # not inside shard_map over that axis (pmap, no axis)
             return a
 
