@@ -52,7 +52,7 @@ test-floor: $(FLOOR_VENV)/.installed
 # ruff (rules in pyproject.toml) and basedpyright (pyright, standard mode; include/exclude there).
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check gradchain tests
-	$(VENV)/bin/basedpyright --pythonpath $(PY)
+	$(VENV)/bin/basedpyright --project . --pythonpath $(PY)
 
 # The notebooks run during the build, in their small setting (docs/conf.py: inline figures).
 docs: $(VENV)/.installed
