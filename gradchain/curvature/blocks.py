@@ -34,7 +34,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from gradchain.curvature.linalg import eigh, spd_inverse
+from gradchain.curvature.linalg import eigh, matmul, spd_inverse
 from gradchain.curvature.tags import LayerRecord
 
 KRONECKER = "kronecker"
@@ -121,10 +121,6 @@ def conv_patches(x: jax.Array, layer: LayerRecord) -> jax.Array:
     return p.reshape(p.shape[:-3] + (kh * kw * c,))
 
 
-def _hi(a, b):
-    return jnp.matmul(a, b, precision=jax.lax.Precision.HIGHEST)
-
-
 def batch_factors(block: Block, inputs: jax.Array, out_grads: jax.Array) -> dict:
     """The block's factors on one batch.
 
@@ -138,12 +134,12 @@ def batch_factors(block: Block, inputs: jax.Array, out_grads: jax.Array) -> dict
         inputs = conv_patches(inputs, block.layer)
     a = inputs.reshape(-1, inputs.shape[-1])
     m = a.shape[0]
-    aa = _hi(a.T, a)
+    aa = matmul(a.T, a)
     if block.has_bias:  # ā = [a; 1]: the last row and column of āᵀā are the sums of a, and m
         total = jnp.sum(a, axis=0)
         aa = jnp.block([[aa, total[:, None]], [total[None, :], jnp.full((1, 1), m, aa.dtype)]])
     g = out_grads.reshape(-1, out_grads.shape[-1])
-    return {"A": aa / m, "G": _hi(g.T, g) / m}
+    return {"A": aa / m, "G": matmul(g.T, g) / m}
 
 
 def _diagonal_factors(block: Block, x: jax.Array, out_grads: jax.Array) -> dict:
@@ -215,7 +211,7 @@ def apply_pi(block: Block, inverses: dict, parts: dict) -> dict:
     if block.kind == DIAGONAL:
         return {role: (parts[role] * inverses[role]).astype(parts[role].dtype) for role in parts}
     v = to_matrix(block, parts)
-    d = _hi(_hi(inverses["A_inv"].astype(v.dtype), v), inverses["G_inv"].astype(v.dtype)) / block.scale
+    d = matmul(matmul(inverses["A_inv"].astype(v.dtype), v), inverses["G_inv"].astype(v.dtype)) / block.scale
     return from_matrix(block, d, parts)
 
 
@@ -227,5 +223,5 @@ def apply_eigh(block: Block, eig: dict, parts: dict, damping: jax.Array) -> dict
     v = to_matrix(block, parts)
     qa, qg = eig["QA"].astype(v.dtype), eig["QG"].astype(v.dtype)
     lam = damping.astype(v.dtype)
-    inner = _hi(_hi(qa.T, v), qg) / (block.scale * jnp.outer(eig["eA"], eig["eG"]).astype(v.dtype) + lam)
-    return from_matrix(block, _hi(_hi(qa, inner), qg.T), parts)
+    inner = matmul(matmul(qa.T, v), qg) / (block.scale * jnp.outer(eig["eA"], eig["eG"]).astype(v.dtype) + lam)
+    return from_matrix(block, matmul(matmul(qa, inner), qg.T), parts)

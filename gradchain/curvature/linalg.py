@@ -29,12 +29,13 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-__all__ = ["BASE", "eigh", "spd_inverse"]
+__all__ = ["BASE", "eigh", "matmul", "spd_inverse"]
 
 BASE = 16  # rows of the blocks LAPACK factors in spd_inverse (on CPU)
 
 
-def _mm(a, b):
+def matmul(a, b):
+    """``a @ b`` at full float32 precision (no bfloat16 passes on TPU and GPU tensor cores)."""
     return jnp.matmul(a, b, precision=jax.lax.Precision.HIGHEST)
 
 
@@ -66,15 +67,15 @@ def _inverse_factor(m):
         return _small_inverse_factor(m)
     k = BASE * -(-n // (2 * BASE))  # the first block: half the rows, rounded up to BASE
     x11 = _inverse_factor(m[:k, :k])
-    l21 = _mm(m[k:, :k], x11.T)
-    x22 = _inverse_factor(m[k:, k:] - _mm(l21, l21.T))
-    x21 = -_mm(x22, _mm(l21, x11))
+    l21 = matmul(m[k:, :k], x11.T)
+    x22 = _inverse_factor(m[k:, k:] - matmul(l21, l21.T))
+    x21 = -matmul(x22, matmul(l21, x11))
     return jnp.block([[x11, jnp.zeros((k, n - k), m.dtype)], [x21, x22]])
 
 
 def _cholesky_inverse(m):
     x = _inverse_factor(m)
-    return _mm(x.T, x)
+    return matmul(x.T, x)
 
 
 def spd_inverse(m: jax.Array) -> jax.Array:
