@@ -485,11 +485,6 @@ def augment(rec):
 def kfac(rec):
     """``benchmarks/kfac.py``'s parts (timing, race, population), each saved as it ends, so a
     section cut at its limit keeps the parts it finished."""
-    if not (BENCH / "kfac.py").exists():
-        curvature = importlib.util.find_spec("gradchain.curvature") is not None
-        rec.note(f"K-FAC: not available (benchmarks/kfac.py is not in this checkout; gradchain.curvature "
-                 f"{'is' if curvature else 'is not'} either; issue 16)")
-        return
     import jax
 
     bench = imported("kfac")

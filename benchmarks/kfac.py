@@ -52,13 +52,15 @@ def autoencoder(smoke=False):
     ``SMOKE_WIDTHS`` stand-in from a random init on 256 digits (the code paths, not the race)."""
     d = np.load(DATA)
     widths = SMOKE_WIDTHS if smoke else WIDTHS
-    x = jnp.asarray(d["x"][:256] if smoke else d["x"], jnp.float32)
     if smoke:
+        x = d["x"][:256]
         keys = jax.random.split(jax.random.PRNGKey(0), len(widths) - 1)
         params = [{"w": jax.random.normal(k, (m, n)) / np.sqrt(m), "b": jnp.zeros(n)}
                   for k, m, n in zip(keys, widths[:-1], widths[1:])]
     else:
-        params = [{"w": jnp.asarray(d[f"init_W{l}"]), "b": jnp.asarray(d[f"init_b{l}"])} for l in range(8)]
+        x = d["x"]
+        params = [{"w": jnp.asarray(d[f"init_W{l}"]), "b": jnp.asarray(d[f"init_b{l}"])} for l in range(len(widths) - 1)]
+    x = jnp.asarray(x, jnp.float32)
     linear = {len(widths) // 2 - 1, len(widths) - 2}  # the code layer and the output layer
 
     def logits(params, x, dense):
@@ -221,14 +223,13 @@ def stepwise(opt, loss, sgd, params, x, steps):
     return out
 
 
-PARTS = ("timing", "race", "population")  # cheapest and most wanted first
+PARTS = {"timing": timing, "race": race, "population": population}  # cheapest and most wanted first
 SMOKE_SETTINGS = {"race": {"steps": 10}, "population": {"steps": 5}, "timing": {"repeats": 1, "steps": 3}}
 
 
 def part(name: str, smoke: bool = False) -> dict:
     """One of ``PARTS``; ``smoke=True`` runs a few iterations on the small stand-in."""
-    fn = {"race": race, "population": population, "timing": timing}[name]
-    return fn(**SMOKE_SETTINGS[name], smoke=True) if smoke else fn()
+    return PARTS[name](**SMOKE_SETTINGS[name], smoke=True) if smoke else PARTS[name]()
 
 
 def run(smoke: bool = False) -> dict:
