@@ -49,7 +49,7 @@ import optax  # noqa: E402
 import scipy  # noqa: E402
 import scipy.optimize  # noqa: E402
 
-from gradchain.problems import logistic_regression, rosenbrock, rosenbrock_start  # noqa: E402
+from gradchain.examples.problems import logistic_regression, rosenbrock, rosenbrock_start  # noqa: E402
 from gradchain.second_order import minimize  # noqa: E402
 
 TOL = 1e-6
@@ -67,7 +67,7 @@ def digits_data():
 
 
 def numpy_logistic(features, labels, l2=1e-3):
-    """The same loss as gradchain.problems.logistic_regression, in NumPy, on z = [w.ravel(), b]."""
+    """The same loss as gradchain.examples.problems.logistic_regression, in NumPy, on z = [w.ravel(), b]."""
     onehot = np.eye(10)[labels]
     d = features.shape[1]
 

@@ -18,10 +18,11 @@ import time
 import jax
 import numpy as np
 
-from gradchain.data import digits
-from gradchain.digits_recipe import adamw_from_config
-from gradchain.models import mlp_apply, mlp_init
-from gradchain.tuning import Task, choose_strategy, make_fit, stack_configs, train_population
+import gradchain as gc
+from gradchain.examples.digits import digits
+from gradchain.examples.digits_recipe import adamw_from_config
+from gradchain.examples.models import mlp_apply, mlp_init
+from gradchain.tuning import choose_strategy, make_fit, stack_configs, train_population
 
 MODELS = {"tiny": ((64, 32, 32, 10), 32), "medium": ((64, 256, 256, 10), 128)}
 
@@ -61,7 +62,7 @@ def _timed_torch_training(model, x, data, steps, batch):
 
 
 class TorchCNN:
-    """The main job's CNN (``gradchain.models.digits_cnn``) in PyTorch, for the peer loop."""
+    """The main job's CNN (``gradchain.examples.models.digits_cnn``) in PyTorch, for the peer loop."""
 
     def __new__(cls, dropout):
         import torch
@@ -86,8 +87,8 @@ def cnn_rows(population: int, steps: int, strategies=("sequential", "vmap")) -> 
     """The CNN with batch norm and dropout: seconds for ``population`` runs of ``steps`` steps by
     each strategy, one run as a scanned program (``jax.jit(fit)``), and one PyTorch run."""
     import gradchain as gc
-    from gradchain.data import digits_images
-    from gradchain.models import digits_cnn
+    from gradchain.examples.digits import digits_images
+    from gradchain.examples.models import digits_cnn
 
     data = digits_images()
     trainable = gc.supervised(digits_cnn())
@@ -123,8 +124,8 @@ def main():
     print(f"{'model':<8}{'sequential s':>13}{'vmap s':>8}{'map s':>8}{'vmap x':>8}{'map x':>7}{'auto':>11}{'auto x':>7}"
           f"{'1 run steps/s':>15}{'torch steps/s':>15}{'vs torch':>9}")
     for name, (sizes, batch) in MODELS.items():
-        task = Task(init=functools.partial(mlp_init, sizes=sizes), apply=mlp_apply, data=data)
-        fit = make_fit(task, adamw_from_config, steps=args.steps, batch_size=batch)
+        task = gc.supervised(gc.from_function(functools.partial(mlp_init, sizes=sizes), mlp_apply))
+        fit = make_fit(task, adamw_from_config, data, steps=args.steps, batch_size=batch)
         rates = np.logspace(-4, -2, k)
         configs = stack_configs([{"learning_rate": r, "weight_decay": 1e-4} for r in rates])
         keys = jax.random.split(jax.random.PRNGKey(0), k)

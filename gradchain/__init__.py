@@ -31,7 +31,7 @@ from gradchain.curvature import *
 from gradchain.hyper import Hyperparameter, Schedule, get_hyperparams, set_hyperparams
 from gradchain.multi_tensor import MultiTensorState, Packed, multi_tensor
 from gradchain.optimizers import adagrad, adam, adamw, nadam, rmsprop, sgd
-from gradchain.protocol import Model, Trainable, from_function, supervised
+from gradchain.protocol import Model, Split, Trainable, check_data, from_function, supervised
 from gradchain.regularizers import *
 from gradchain.schedules import *
 from gradchain.second_order import *
@@ -45,6 +45,8 @@ __all__ = [
     "GradientTransformation",
     "Model",
     "Trainable",
+    "Split",
+    "check_data",
     "adapters",
     "from_function",
     "supervised",

@@ -48,12 +48,12 @@ def main(argv: list[str] | None = None) -> None:
     if message:
         parser.exit(1, message + "\n")
     if args.command == "demo":
-        from gradchain import demo as job
+        from gradchain.examples import optimizer_demo as job
 
         job.main(epochs=args.epochs, batch_size=args.batch_size, out=args.out, seed=args.seed)
     elif args.command == "recipe":
-        from gradchain import digits_recipe as job
-        from gradchain.tuning.recipe import Interrupted
+        from gradchain.examples import digits_recipe as job
+        from gradchain.tuning import Interrupted
 
         try:
             job.main(out=args.out, small=args.small, seed=args.seed, model=args.model, budget=args.budget)

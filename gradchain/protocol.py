@@ -35,7 +35,7 @@ import jax
 import jax.numpy as jnp
 
 __all__ = [
-    "Model", "Trainable", "supervised", "from_function", "LOSSES", "METRICS",
+    "Model", "Trainable", "Split", "supervised", "from_function", "check_data", "check_labels", "LOSSES", "METRICS",
     "softmax_cross_entropy", "multiclass_svm", "mean_squared_error", "accuracy",
 ]
 
@@ -56,6 +56,8 @@ class Trainable(NamedTuple):
     ``evaluate(params, state, batch, config) -> dict`` the test-time path, batch means.
     ``num_classes`` is known for classification losses (the initial-loss check uses it);
     ``predict(params, state, x, config) -> output`` (the test-time path) serves ensembles.
+    ``classification``: the targets are class ids (or probability rows over the classes), so
+    :func:`check_labels` can check them against the model's number of outputs.
     """
 
     init: Callable[[jax.Array], tuple[Any, Any]]
@@ -63,6 +65,21 @@ class Trainable(NamedTuple):
     evaluate: Callable[..., dict[str, jax.Array]]
     num_classes: int | None = None
     predict: Callable[..., jax.Array] | None = None  # (params, state, x, config) -> output, test-time path
+    classification: bool = False
+
+
+class Split(NamedTuple):
+    """The data of a training run: every choice is made on ``(x_val, y_val)``, never on a test set.
+
+    ``x_*`` are arrays (or trees of arrays) with one row per example; ``y_*`` the targets: integer
+    class ids of shape ``(N,)``, probability rows ``(N, C)`` or regression targets.  NumPy arrays
+    are accepted (:func:`check_data` moves them to the device).
+    """
+
+    x_train: Any
+    y_train: Any
+    x_val: Any
+    y_val: Any
 
 
 # --- losses and metrics: (output, target) -> per-example values --------------------------------
@@ -72,14 +89,14 @@ def softmax_cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
     """``-log softmax(logits)[y]`` per example; ``labels`` integer classes or probability rows
     (mixup/CutMix soft targets, label smoothing): ``-Σ_c y_c log softmax(logits)_c``."""
     log_p = jax.nn.log_softmax(logits)
-    if labels.ndim == logits.ndim:
+    if _soft(logits, labels):
         return -jnp.sum(labels * log_p, axis=-1)
-    return -jnp.take_along_axis(log_p, labels[..., None].astype(jnp.int32), axis=-1)[..., 0]
+    return -jnp.take_along_axis(log_p, _class_ids(logits, labels)[..., None], axis=-1)[..., 0]
 
 
 def multiclass_svm(scores: jax.Array, labels: jax.Array, margin: float = 1.0) -> jax.Array:
     """The lecture's multiclass SVM (hinge) loss: ``Σ_{j≠y} max(0, s_j - s_y + margin)``."""
-    labels = _hard_labels(labels)
+    labels = jnp.argmax(labels, -1) if _soft(scores, labels) else _class_ids(scores, labels)
     correct = jnp.take_along_axis(scores, labels[..., None], axis=-1)
     hinge = jnp.maximum(0.0, scores - correct + margin)
     return jnp.sum(hinge, axis=-1) - margin  # the j = y term contributes exactly `margin`
@@ -93,11 +110,25 @@ def mean_squared_error(output: jax.Array, target: jax.Array) -> jax.Array:
 
 def accuracy(logits: jax.Array, labels: jax.Array) -> jax.Array:
     """1 where ``argmax(logits) == y`` (the argmax of ``y`` for soft labels), else 0."""
-    return (jnp.argmax(logits, -1) == _hard_labels(labels)).astype(jnp.float32)
+    labels = jnp.argmax(labels, -1) if _soft(logits, labels) else _class_ids(logits, labels)
+    return (jnp.argmax(logits, -1) == labels).astype(jnp.float32)
 
 
-def _hard_labels(labels: jax.Array) -> jax.Array:
-    return jnp.argmax(labels, -1) if labels.dtype.kind == "f" and labels.ndim > 1 else labels.astype(jnp.int32)
+def _soft(logits: jax.Array, labels: jax.Array) -> bool:
+    """Probability rows: floating targets of the logits' own shape."""
+    return jnp.issubdtype(labels.dtype, jnp.floating) and jnp.shape(labels) == jnp.shape(logits)
+
+
+def _class_ids(logits: jax.Array, labels: jax.Array) -> jax.Array:
+    """Integer class ids of shape ``logits.shape[:-1]``, or a ValueError that says what was given."""
+    if jnp.shape(labels) != jnp.shape(logits)[:-1]:
+        raise ValueError(f"labels must be class ids of shape {jnp.shape(logits)[:-1]} or probability rows of shape "
+                         f"{jnp.shape(logits)}, got shape {jnp.shape(labels)} ({labels.dtype}) for outputs of shape "
+                         f"{jnp.shape(logits)}" + (" — labels of shape (N, 1): pass y[:, 0]" if jnp.ndim(labels) == 2 and jnp.shape(labels)[-1] == 1 else ""))
+    if not jnp.issubdtype(labels.dtype, jnp.integer):
+        raise ValueError(f"class labels must be integers, got dtype {labels.dtype} of shape {jnp.shape(labels)} "
+                         "(probability rows must have the outputs' shape)")
+    return labels.astype(jnp.int32)
 
 
 LOSSES: dict[str, Callable[[jax.Array, jax.Array], jax.Array]] = {
@@ -176,13 +207,13 @@ def supervised(
         model_key, augment_key = jax.random.split(key)
         if augment is not None:
             x, y = augment(augment_key, x, y, config)
-        output, state = model.apply(params, state, x, key=model_key, train=True, config=config)
+        output, state = _output_and_state(model.apply(params, state, x, key=model_key, train=True, config=config))
         data_loss = mean_loss(output, y)
         total = data_loss if penalty is None else data_loss + penalty(params, config)
         return total, (state, {"data_loss": data_loss})
 
     def predict(params, state, x, config):
-        return model.apply(params, state, x, key=None, train=False, config=config)[0]
+        return _output_and_state(model.apply(params, state, x, key=None, train=False, config=config))[0]
 
     def evaluate(params, state, batch, config):
         x, y = batch
@@ -192,7 +223,76 @@ def supervised(
             out[name] = jnp.mean(fn(output, y))
         return out
 
-    return Trainable(model.init, train_loss, evaluate, num_classes, predict)
+    return Trainable(model.init, train_loss, evaluate, num_classes, predict, classification=loss in _CLASSIFICATION)
+
+
+def _output_and_state(out: Any) -> tuple[Any, Any]:
+    if not (isinstance(out, tuple) and len(out) == 2):
+        raise TypeError(f"model.apply must return (output, state), got {type(out).__name__}"
+                        f"{'' if not isinstance(out, tuple) else f' of length {len(out)}'}; a function that returns "
+                        "the output alone becomes a model with gradchain.from_function(init, apply)")
+    return out
+
+
+# --- data ---------------------------------------------------------------------------------------
+
+
+def check_data(data: Any, name: str = "data") -> Split:
+    """``data`` as a :class:`Split` of device arrays, or an error naming the split, the row and the fix.
+
+    Checks: four parts; ``x`` and ``y`` of a split with one row per example and no empty split;
+    every floating input finite (a NaN pixel would make every loss NaN and its accuracy a
+    guess); integer targets of shape ``(N,)`` (an ``(N, 1)`` column is refused: it would
+    broadcast).  Class ranges need the model: :func:`check_labels`.
+    """
+    if not (isinstance(data, tuple) and len(data) == 4):
+        raise TypeError(f"{name} must be a gradchain.Split(x_train, y_train, x_val, y_val), got {type(data).__name__}"
+                        f"{f' of length {len(data)}' if isinstance(data, tuple) else ''}")
+    data = Split(*(jax.tree.map(jnp.asarray, part) for part in data))
+    for split in ("train", "val"):
+        check_pair(getattr(data, f"x_{split}"), getattr(data, f"y_{split}"), f"{name}.x_{split}", f"{name}.y_{split}")
+    return data
+
+
+def check_pair(x: Any, y: Any, x_name: str, y_name: str) -> tuple[Any, jax.Array]:
+    """One split's inputs and targets as arrays with one row per example, finite inputs, 1-d class ids."""
+    x, y = jax.tree.map(jnp.asarray, x), jnp.asarray(y)
+    leaves = jax.tree.leaves(x)
+    if not leaves or any(jnp.ndim(leaf) == 0 for leaf in leaves) or jnp.ndim(y) == 0:
+        raise ValueError(f"{x_name} and {y_name} must be arrays with one row per example, got shapes "
+                         f"{[jnp.shape(leaf) for leaf in leaves]} and {jnp.shape(y)}")
+    rows = {len(leaf) for leaf in leaves}
+    if rows != {len(y)}:
+        raise ValueError(f"{x_name} has {sorted(rows)} rows but {y_name} has {len(y)}: one target per example")
+    if len(y) == 0:
+        raise ValueError(f"{x_name} and {y_name} are empty: every split needs at least one example")
+    for leaf in leaves + [y]:
+        if jnp.issubdtype(leaf.dtype, jnp.inexact):
+            bad = ~jnp.isfinite(leaf).reshape(len(leaf), -1).all(axis=1)
+            if bool(bad.any()):
+                which = x_name if leaf is not y else y_name
+                row = int(jnp.argmax(bad))
+                raise ValueError(f"{which} has non-finite values (NaN or Inf) in {int(bad.sum())} rows, the first at "
+                                 f"row {row}: clean or drop them before training")
+    if jnp.issubdtype(y.dtype, jnp.integer) and jnp.ndim(y) != 1:
+        raise ValueError(f"{y_name} holds integer class ids of shape {jnp.shape(y)}: they must have shape ({len(y)},)"
+                         f"{' (pass y[:, 0])' if jnp.ndim(y) == 2 and jnp.shape(y)[1] == 1 else ''}")
+    return x, y
+
+
+def check_labels(y: jax.Array, num_classes: int, name: str = "y") -> None:
+    """Integer class ids in ``0 .. num_classes-1`` (a -1 would silently index the last class, a 10
+    of 3 classes give a NaN loss), or probability rows of width ``num_classes``; else a ValueError
+    naming the first bad row."""
+    if jnp.issubdtype(y.dtype, jnp.integer):
+        bad = (y < 0) | (y >= num_classes)
+        if bool(jnp.any(bad)):
+            row = int(jnp.argmax(bad))
+            raise ValueError(f"{name} has class ids outside 0..{num_classes - 1} (the model has {num_classes} outputs): "
+                             f"{int(jnp.sum(bad))} rows, the first row {row} with label {int(y[row])}")
+    elif jnp.ndim(y) != 2 or jnp.shape(y)[1] != num_classes:
+        raise ValueError(f"{name} must be integer class ids of shape (N,) or probability rows of shape (N, {num_classes}) "
+                         f"for a classifier with {num_classes} outputs, got {y.dtype} of shape {jnp.shape(y)}")
 
 
 # --- plain functions as models ------------------------------------------------------------------

@@ -15,38 +15,43 @@ import pytest
 
 import gradchain as gc
 from gradchain import tuning
-from gradchain.digits_recipe import adamw_from_config, make_task
-from gradchain.models import cross_entropy, mlp_apply, mlp_init
+from gradchain.examples.digits import digits
+from gradchain.examples.digits_recipe import adamw_from_config, three_way
+from gradchain.examples.models import mlp_model
 
-TASK, _ = make_task(0)
+DATA, _ = three_way(digits(jax.random.PRNGKey(0)))
+MLP = gc.supervised(mlp_model((64, 128, 128, 10)), "cross_entropy")
 KEY = jax.random.PRNGKey(1)
+NO_DECAY = {"weight_decay": 0.0}
 
 
-def test_initial_loss_is_within_5_percent_of_log_10():
-    params = TASK.init(KEY)
-    loss = lambda p, b: cross_entropy(mlp_apply(p, b[0]), b[1])
-    report = tuning.check_initial_loss(loss, params, (TASK.data.x_train, TASK.data.y_train), 10)
-    assert report.ok and abs(report.loss / math.log(10) - 1) < 0.05, report
-    big = mlp_init(KEY, (64, 128, 10), output_scale=30.0)
-    report = tuning.check_initial_loss(loss, big, (TASK.data.x_train, TASK.data.y_train), 10)
-    assert not report.ok and "too large" in report.message
+def test_initial_loss_is_near_log_10_and_a_large_init_is_named():
+    report = tuning.check_initial_loss(MLP, DATA, KEY, NO_DECAY)
+    # output_scale 0.01: logits of order 0.01·|h| ≈ 0.05, so |loss - log 10| ≈ var/2 ≈ 1e-3 ≪ rtol 0.1
+    assert report.kind == "as_expected" and report.ok and abs(report.loss / math.log(10) - 1) < 0.05, report
+    big = gc.supervised(mlp_model((64, 128, 10), output_scale=30.0), "cross_entropy")
+    report = tuning.check_initial_loss(big, DATA, KEY, NO_DECAY)
+    assert report.kind == "too_high" and not report.ok and "too large" in report.message
 
 
 def test_overfit_small_sample_reaches_100_percent_and_diagnoses_failures():
-    good = tuning.overfit_small_sample(TASK, adamw_from_config, {"learning_rate": 1e-3, "weight_decay": 0.0}, KEY)
-    assert good.ok and good.final_train_acc == 1.0 and good.steps_to_100 <= 500, good.message
-    slow = tuning.overfit_small_sample(TASK, adamw_from_config, {"learning_rate": 1e-7, "weight_decay": 0.0}, KEY, max_steps=100)
-    assert not slow.ok and "not going down" in slow.message
+    good = tuning.overfit_small_sample(MLP, adamw_from_config, DATA, {"learning_rate": 1e-3, "weight_decay": 0.0}, KEY,
+                                       steps=500)
+    assert good.kind == "overfits" and good.ok and good.final_train_acc == 1.0 and good.steps_to_100 <= 500, good.message
+    slow = tuning.overfit_small_sample(MLP, adamw_from_config, DATA, {"learning_rate": 1e-7, "weight_decay": 0.0}, KEY,
+                                       steps=100)
+    assert slow.kind == "plateau" and not slow.ok and "not going down" in slow.message
     sgd = lambda c: gc.sgd(c["learning_rate"])
-    wild = tuning.overfit_small_sample(TASK, sgd, {"learning_rate": 1e4}, KEY, max_steps=100)
-    assert not wild.ok and "too high" in wild.message
+    wild = tuning.overfit_small_sample(MLP, sgd, DATA, {"learning_rate": 1e4}, KEY, steps=100)
+    assert wild.kind == "diverged" and not wild.ok and "too high" in wild.message
 
 
 def test_lr_finder_pick_trains_to_95_percent_validation_accuracy():
-    found = tuning.lr_finder(TASK, adamw_from_config, KEY, steps=100)
-    assert 1e-4 <= found.learning_rate <= 1e-1, found.message
-    fit = tuning.make_fit(TASK, adamw_from_config, steps=300, batch_size=64)
+    found = tuning.lr_finder(MLP, adamw_from_config, DATA, KEY, {"weight_decay": 1e-4}, steps=100)
+    assert found.kind == "found" and 1e-4 <= found.learning_rate <= 1e-1, found.message
+    fit = tuning.make_fit(MLP, adamw_from_config, DATA, steps=300, batch_size=64)
     result = jax.jit(fit)({"learning_rate": jnp.float32(found.learning_rate), "weight_decay": jnp.float32(1e-4)}, KEY)
+    # 300 Adam steps on digits: 0.97-0.98 over seeds 0-4 (measured), so 0.95 is 2-3 points of margin
     assert float(result.val_acc[-1]) >= 0.95
 
 
@@ -63,7 +68,7 @@ def test_lr_finder_is_not_fooled_by_a_spike():
 
 @pytest.mark.parametrize("strategy", ["vmap", "map", "sequential"])
 def test_population_equals_separate_runs(strategy):
-    fit = tuning.make_fit(TASK, adamw_from_config, steps=40, batch_size=32, eval_every=20)
+    fit = tuning.make_fit(MLP, adamw_from_config, DATA, steps=40, batch_size=32, eval_every=20)
     configs = [{"learning_rate": lr, "weight_decay": wd} for lr, wd in [(1e-3, 0.0), (3e-3, 1e-4), (1e-2, 1e-5)]]
     keys = jax.random.split(KEY, 3)
     population = tuning.train_population(fit, tuning.stack_configs(configs), keys, strategy=strategy)
@@ -75,13 +80,13 @@ def test_population_equals_separate_runs(strategy):
 
 
 def test_population_refuses_mismatched_shapes():
-    fit = tuning.make_fit(TASK, adamw_from_config, steps=4)
+    fit = tuning.make_fit(MLP, adamw_from_config, DATA, steps=4)
     with pytest.raises(ValueError, match="one entry per key"):
         tuning.train_population(fit, {"learning_rate": jnp.ones(3), "weight_decay": jnp.ones(2)}, jax.random.split(KEY, 3))
     with pytest.raises(ValueError, match=r"configs\[1\]"):
         tuning.stack_configs([{"learning_rate": 1.0}, {"lr": 1.0}])
     with pytest.raises(ValueError, match="steps"):
-        tuning.make_fit(TASK, adamw_from_config, steps=0)
+        tuning.make_fit(MLP, adamw_from_config, DATA, steps=0)
 
 
 # --- early stopping --------------------------------------------------------------------------------
@@ -239,23 +244,33 @@ def test_search_killed_at_20_points_resumes_with_every_trial_exactly_once(tmp_pa
 
 
 def test_ensemble_averages_probabilities_and_reports_the_gain():
-    fit = tuning.make_fit(TASK, adamw_from_config, steps=60, batch_size=64)
+    fit = tuning.make_fit(MLP, adamw_from_config, DATA, steps=60, batch_size=64)
     keys = jax.random.split(KEY, 4)
-    result = tuning.train_population(fit, tuning.stack_configs([{"learning_rate": 3e-3, "weight_decay": 1e-4}] * 4), keys)
-    x, y = TASK.data.x_val, TASK.data.y_val
-    probs = tuning.ensemble_probabilities(mlp_apply, result.params, x)
-    manual = np.mean([np.asarray(jax.nn.softmax(mlp_apply(jax.tree.map(lambda a: a[i], result.params), x))) for i in range(4)], 0)
-    np.testing.assert_allclose(probs, manual, rtol=1e-5, atol=1e-6)
-    report = tuning.evaluate_ensemble(mlp_apply, result.params, x, y)
-    assert report.gain == pytest.approx(report.ensemble_accuracy - float(np.mean(report.member_accuracies)))
-    assert report.ensemble_accuracy >= float(np.min(report.member_accuracies))
+    result = tuning.train_population(fit, [{"learning_rate": 3e-3, "weight_decay": 1e-4}] * 4, keys)
+    x, y = DATA.x_val, DATA.y_val
+    probs = tuning.ensemble_probabilities(MLP, result.params, result.model_state, x)
+    member = lambda i: jax.tree.map(lambda a: a[i], (result.params, result.model_state))
+    manual = np.mean([np.asarray(jax.nn.softmax(MLP.predict(*member(i), x, {}))) for i in range(4)], 0)
+    np.testing.assert_allclose(probs, manual, rtol=1e-5, atol=1e-6)  # the same float32 ops, another order: ~ulp
+    report = tuning.evaluate_ensemble(MLP, result.params, result.model_state, (x, y))
+    assert report.gain == pytest.approx(report.ensemble - float(np.mean(report.members)))
+    assert report.ensemble == pytest.approx(float(np.mean(np.argmax(manual, -1) == np.asarray(y))))
 
 
-def test_diagnose_reads_the_curves():
-    assert "too high" in tuning.diagnose([2.0, 1.0, float("inf")])[0]
-    assert any("not going down" in n for n in tuning.diagnose(np.full(100, 2.3)))
+def test_diagnose_returns_findings_with_a_kind_and_the_evidence():
+    diverged = tuning.diagnose([2.0, 1.0, float("inf")])
+    assert [f.kind for f in diverged] == ["diverged"] and diverged[0].evidence == {"step": 2}
+    assert "too high" in str(diverged[0])
+    flat = tuning.diagnose(np.full(100, 2.3))
+    assert "plateau" in [f.kind for f in flat]
     falling = np.exp(-np.linspace(0, 5, 100))
-    assert any("overfitting" in n for n in tuning.diagnose(falling, [0.8, 0.95, 1.0], [0.78, 0.85, 0.86]))
+    over = tuning.diagnose(falling, [0.8, 0.95, 1.0], [0.78, 0.85, 0.86])
+    (finding,) = [f for f in over if f.kind == "overfitting"]
+    assert finding.evidence["gap"] == pytest.approx(0.14) and finding.evidence["first_gap"] == pytest.approx(0.02)
+    assert [f.kind for f in tuning.diagnose(falling, [0.5, 0.9], [0.5, 0.89])] == ["healthy"]
+    assert {f.kind for f in tuning.diagnose(falling, [0.5, 0.7], [0.5, 0.7])} == {"underfitting"}
+    # a loss-like metric (lower is better): the gap is measured with the sign flipped
+    assert "overfitting" in {f.kind for f in tuning.diagnose(falling, [0.5, 0.1], [0.5, 0.4], higher_is_better=False)}
 
 
 def test_command_center_draws_a_panel_per_run(tmp_path):
@@ -263,18 +278,6 @@ def test_command_center_draws_a_panel_per_run(tmp_path):
     fig = tuning.command_center(runs, str(tmp_path / "cc.png"))
     assert len([ax for ax in fig.axes if ax.get_title().startswith("run")]) == 5
     assert (tmp_path / "cc.png").stat().st_size > 10_000
-
-
-def test_recipe_small_writes_a_report(tmp_path):
-    from gradchain.tuning import recipe
-
-    summary = recipe.main(out=str(tmp_path), small=True, progress=False)
-    report = (tmp_path / "report.md").read_text()
-    for section in ("1. Initial loss", "2. Overfit", "3. Find a learning rate", "4. Coarse grid", "5. Refine", "6. Loss curves", "7. Final model"):
-        assert section in report
-    for picture in ("overfit.png", "lr_finder.png", "command_center.png", "final.png"):
-        assert (tmp_path / picture).exists()
-    assert summary["test_accuracy"] > 0.93 and summary["ensemble_accuracy"] >= summary["test_accuracy"] - 0.01
 
 
 def test_optuna_drives_populations_through_sqlite_storage(tmp_path):

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import textwrap
+
 from collections.abc import Mapping
+from typing import NamedTuple
 
 import numpy as np
 
@@ -51,30 +54,76 @@ def plot_loss_curves(curves: Mapping[str, np.ndarray], path: str | None = None, 
     return fig
 
 
-def diagnose(losses, train_acc=None, val_acc=None) -> list[str]:
-    """What the lecture reads from curves: explosion, a plateau at the start (bad
-    initialisation), no progress, and a growing train/validation gap (overfitting)."""
+class Finding(NamedTuple):
+    """What a learning curve shows: ``kind`` (one of :data:`FINDINGS`), the ``evidence`` (the
+    numbers it was read from) and a ``message`` for people.  Policies switch on ``kind``; reports
+    print ``message`` (``str(finding)``)."""
+
+    kind: str
+    message: str
+    evidence: dict[str, float]
+
+    def __str__(self) -> str:
+        return self.message
+
+
+FINDINGS = ("diverged", "plateau", "bad_init", "rising", "overfitting", "underfitting", "healthy")
+
+
+def diagnose(losses, train_metric=None, val_metric=None, *, higher_is_better: bool = True,
+             gap_threshold: float = 0.05) -> list[Finding]:
+    """What the lecture reads from curves, as :class:`Finding` s.
+
+    - ``diverged``: a NaN/Inf loss (learning rate too high, or bad initialisation);
+    - ``plateau``: the median of the last tenth of the losses above 0.95 × the first tenth's;
+    - ``bad_init``: flat at the start (second tenth > 0.97 × first), then falling below half;
+    - ``rising``: the last tenth 1.5 × above the lowest moving average (decay the rate);
+    - ``overfitting``: a train/validation gap of the metric above ``gap_threshold`` that grew by
+      more than 0.02 since the first evaluation;
+    - ``underfitting``: a gap below 0.01 while the training metric is still short of 0.99 (for
+      a metric where higher is better, e.g. accuracy);
+    - ``healthy``: none of these.
+
+    ``train_metric`` / ``val_metric`` are the metric at each evaluation (higher is better unless
+    ``higher_is_better=False``: a loss or an error, whose sign is flipped before comparing).
+    """
     losses = np.asarray(losses, np.float64)
-    notes = []
+    if losses.ndim != 1 or len(losses) == 0:
+        raise ValueError(f"losses must be a non-empty 1-d sequence, got shape {losses.shape}")
     if not np.all(np.isfinite(losses)):
-        return [f"loss became {losses[~np.isfinite(losses)][0]} at step {int(np.argmin(np.isfinite(losses)))}: "
-                "learning rate too high (or bad initialisation)"]
+        step = int(np.argmin(np.isfinite(losses)))
+        return [Finding("diverged", f"loss became {losses[step]} at step {step}: learning rate too high (or bad "
+                        "initialisation)", {"step": step})]
+    notes = []
     n = len(losses)
     w = max(1, n // 10)
     start, early, end = np.median(losses[:w]), np.median(losses[w : 2 * w]) if n >= 2 * w else np.nan, np.median(losses[-w:])
+    evidence = {"start": float(start), "end": float(end)}
     if end > 0.95 * start:
-        notes.append("loss not going down: learning rate too low, or a bug in the loss")
+        notes.append(Finding("plateau", f"loss not going down ({start:.3g} → {end:.3g}): learning rate too low, or a "
+                             "bug in the loss", evidence))
     elif np.isfinite(early) and early > 0.97 * start and end < 0.5 * start:
-        notes.append("flat at the start, then falling: bad initialisation")
-    if end > 1.5 * np.min(moving_average(losses, w)):
-        notes.append("loss rising at the end: learning rate too high for this stage, decay it")
-    if train_acc is not None and val_acc is not None and len(np.atleast_1d(train_acc)) >= 2:
-        gap = np.asarray(train_acc) - np.asarray(val_acc)
-        if gap[-1] > 0.05 and gap[-1] > gap[0] + 0.02:
-            notes.append(f"train/val gap growing to {gap[-1]:.1%}: overfitting — more regularisation or more data")
-        elif gap[-1] < 0.01 and np.asarray(train_acc)[-1] < 0.99:
-            notes.append("no train/val gap: underfitting — train longer or use a bigger model")
-    return notes or ["healthy: loss falls and the train/val gap is small"]
+        notes.append(Finding("bad_init", "flat at the start, then falling: bad initialisation",
+                             evidence | {"early": float(early)}))
+    lowest = float(np.min(moving_average(losses, w)))
+    if end > 1.5 * lowest:
+        notes.append(Finding("rising", f"loss rising at the end ({lowest:.3g} → {end:.3g}): learning rate too high "
+                             "for this stage, decay it", evidence | {"lowest": lowest}))
+    if train_metric is not None and val_metric is not None and len(np.atleast_1d(train_metric)) >= 2:
+        sign = 1.0 if higher_is_better else -1.0
+        train, val = sign * np.asarray(train_metric, np.float64), sign * np.asarray(val_metric, np.float64)
+        gap = train - val
+        numbers = {"gap": float(gap[-1]), "first_gap": float(gap[0]), "train": float(sign * train[-1]),
+                   "val": float(sign * val[-1])}
+        if not np.all(np.isfinite(gap)):
+            pass  # a metric went NaN: the loss finding says why
+        elif gap[-1] > gap_threshold and gap[-1] > gap[0] + 0.02:
+            notes.append(Finding("overfitting", f"train/val gap growing to {gap[-1]:.3g}: overfitting — more "
+                                 "regularisation or more data", numbers))
+        elif gap[-1] < 0.01 and higher_is_better and train[-1] < 0.99:
+            notes.append(Finding("underfitting", f"no train/val gap and the training metric at {train[-1]:.3g}: "
+                                 "underfitting — train longer or use a bigger model", numbers))
+    return notes or [Finding("healthy", "healthy: loss falls and the train/val gap is small", evidence)]
 
 
 def command_center(runs: list[dict], path: str | None = None, window: int = 25, columns: int = 4,
@@ -107,7 +156,7 @@ def command_center(runs: list[dict], path: str | None = None, window: int = 25, 
         handles["raw loss"] = ax.scatter(steps, losses, s=1, alpha=0.25, color="C0")
         (handles[f"loss, moving average of {window}"],) = ax.plot(steps, moving_average(losses, window), color="C0")
         ax.set_yscale("log")
-        ax.set_title(run.get("title", ""), fontsize=8)
+        ax.set_title(textwrap.fill(run.get("title", ""), 34), fontsize=7)  # wrapped: neighbours' titles never touch
         ax.tick_params(labelsize=6)
         if i % columns == 0:
             ax.set_ylabel("training loss", fontsize=7)

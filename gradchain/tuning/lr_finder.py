@@ -12,44 +12,59 @@ best drop; the finder returns the next rate below the largest good one when that
 
 from __future__ import annotations
 
-from typing import NamedTuple
+import os
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
 
-import jax.numpy as jnp
+import jax
 import numpy as np
 
-from gradchain.tuning.training import make_fit, train_population
+from gradchain.protocol import Split, Trainable
+from gradchain.tuning.search import TrialStore, run_trials
+from gradchain.tuning.training import make_fit, population_evaluate
 
 DEFAULT_RATES = tuple(float(r) for r in np.logspace(0, -5, 16))  # 1e0 ... 1e-5, includes 1e-1..1e-4
 
 
 class LRFinderResult(NamedTuple):
-    learning_rate: float
+    kind: str  # "found" or "none_decreased"
+    learning_rate: float  # NaN when no rate made the loss go down
     rates: np.ndarray
     drops: np.ndarray  # robust relative loss drop per rate (NaN: diverged)
     losses: np.ndarray  # [rates, steps]
     message: str
 
 
-def lr_finder(task, make_optimizer, key, *, rates=DEFAULT_RATES, steps: int = 100, batch_size: int = 64,
-              weight_decay: float = 1e-4, window: int = 10, tolerance: float = 0.9,
-              strategy: str = "vmap") -> LRFinderResult:
-    """Train ``len(rates)`` runs of ``steps`` steps and pick the learning rate.
+def lr_finder(trainable: Trainable, make_optimizer: Callable[[Mapping[str, Any]], Any], data: Split, key: jax.Array,
+              config: Mapping[str, Any] | None = None, *, rates=DEFAULT_RATES, steps: int = 100, batch_size: int = 64,
+              window: int = 10, tolerance: float = 0.9, select: str = "val_accuracy", mode: str = "max",
+              store: str | os.PathLike | TrialStore | None = None, progress: bool | None = None) -> LRFinderResult:
+    """Step 3: train ``len(rates)`` runs of ``steps`` steps as one population and pick the rate.
 
-    ``make_optimizer(config)`` receives ``{"learning_rate": ..., "weight_decay": ...}``.
+    Every run starts from ``key`` (same init, same minibatches); ``make_optimizer`` receives
+    ``config | {"learning_rate": rate}`` (``config``: every other hyperparameter the run reads; a
+    small weight decay is the lecture's advice; ``select`` names a metric ``evaluate`` reports, as
+    for :func:`make_fit`).  With ``store`` the runs are trial records
+    (:func:`gradchain.tuning.run_trials`): a rerun reuses them.
     """
     rates = np.asarray(rates, np.float64)
     if rates.ndim != 1 or len(rates) < 2 or not np.all(np.isfinite(rates)) or np.any(rates <= 0):
         raise ValueError(f"rates must be at least two positive finite numbers, got {rates!r}")
     if not isinstance(window, int) or not 0 < 2 * window <= steps:
         raise ValueError(f"window must be a positive int with 2*window <= steps={steps}, got {window!r}")
-    fit = make_fit(task, make_optimizer, steps=steps, batch_size=batch_size)
-    configs = {"learning_rate": jnp.asarray(rates, jnp.float32),
-               "weight_decay": jnp.full(len(rates), weight_decay, jnp.float32)}
-    keys = jnp.broadcast_to(key, (len(rates),) + key.shape)  # same init and batches for every rate
-    losses = np.asarray(train_population(fit, configs, keys, strategy=strategy).losses)
+    if not 0 < tolerance <= 1:
+        raise ValueError(f"tolerance must be in (0, 1], got {tolerance!r}")
+    config = dict(config or {})
+    if "learning_rate" in config:
+        raise ValueError(f"config must not hold 'learning_rate' (the finder sets it), got {config['learning_rate']!r}")
+    fit = make_fit(trainable, make_optimizer, data, steps=steps, batch_size=batch_size, select=select, mode=mode)
+    configs = [config | {"learning_rate": float(r)} for r in rates]
+    evaluate = population_evaluate(fit, key, progress=progress, desc="3. LR finder")
+    records = run_trials(configs, evaluate, store=store, population_size=len(configs), progress=False)
+    losses = np.asarray([r["history"]["losses"] for r in records])
     drops = np.array([_robust_drop(run, window) for run in losses])
     if not np.any(np.isfinite(drops) & (drops > 0)):
-        return LRFinderResult(float("nan"), rates, drops, losses,
+        return LRFinderResult("none_decreased", float("nan"), rates, drops, losses,
                               "no learning rate made the loss go down: check the model and the data")
     best = np.nanmax(drops)
     pick = pick_rate(rates, drops, tolerance)
@@ -57,7 +72,7 @@ def lr_finder(task, make_optimizer, key, *, rates=DEFAULT_RATES, steps: int = 10
     message = (f"learning rate {lr:.3g}: loss drop {drops[pick]:.0%} in {steps} steps "
                f"(best drop {best:.0%} at {rates[np.nanargmax(drops)]:.3g}); "
                f"{int(np.sum(~np.isfinite(drops)))} of {len(rates)} rates diverged")
-    return LRFinderResult(lr, rates, drops, losses, message)
+    return LRFinderResult("found", lr, rates, drops, losses, message)
 
 
 def pick_rate(rates: np.ndarray, drops: np.ndarray, tolerance: float = 0.9) -> int:

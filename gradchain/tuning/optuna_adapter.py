@@ -13,7 +13,7 @@ import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from gradchain.tuning.search import Config, LogUniform, Metrics, Uniform, _check_space
+from gradchain.tuning.search import Config, LogUniform, Metrics, Uniform, check_space
 
 
 def _suggest(trial, name: str, dist: Any) -> float:
@@ -35,7 +35,7 @@ def optuna_search(study, space: Mapping[str, Any], evaluate: Callable[[list[Conf
     """
     import optuna
 
-    _check_space(space, grid=False)
+    check_space(space, grid=False)
     for name, value in (("num_trials", num_trials), ("population_size", population_size)):
         if not isinstance(value, int) or value <= 0:
             raise ValueError(f"{name} must be a positive int, got {value!r}")

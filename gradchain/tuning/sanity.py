@@ -1,4 +1,9 @@
-"""The first two steps of the lecture's recipe: check the initial loss, overfit a small sample."""
+"""The first two steps of the lecture's recipe: check the initial loss, overfit a small sample.
+
+Both take a :class:`gradchain.Trainable` and its :class:`gradchain.Split`, as every tuning
+function does, and return a report whose ``kind`` says what was found (policies switch on it)
+and whose ``message`` says it for people.
+"""
 
 from __future__ import annotations
 
@@ -10,82 +15,119 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gradchain.tuning.training import make_fit
+from gradchain.protocol import Split, Trainable, check_data
+from gradchain.tuning.training import check_trainable, make_fit, stack_configs, train_population
 
 
 class InitialLossReport(NamedTuple):
+    kind: str  # "as_expected", "too_high", "too_low", "non_finite" or "no_expectation"
     loss: float
-    expected: float  # log(C)
+    expected: float | None  # log(C) for a classifier with C outputs, None for other losses
     ok: bool
     message: str
 
 
-def check_initial_loss(
-    loss_fn: Callable[[Any, Any], jax.Array], params: Any, batch: Any, num_classes: int, rtol: float = 0.05
-) -> InitialLossReport:
-    """Step 1: with weight decay off, a softmax classifier's loss at initialisation should be
-    ≈ log(C) — the network has no reason yet to prefer one class.
+def check_initial_loss(trainable: Trainable, data: Split, key: jax.Array, config: Mapping[str, Any] | None = None, *,
+                       num_examples: int = 512, rtol: float = 0.1) -> InitialLossReport:
+    """Step 1: a softmax classifier's data loss at initialisation should be ≈ log(C).
 
-    ``loss_fn(params, batch)`` must be the data loss only (no regularisation term).
+    The network has no reason yet to prefer one class, so its outputs start near uniform and the
+    mean cross-entropy near ``log C``.  Measured on the test-time path (no dropout, no penalty:
+    ``evaluate``'s ``"loss"`` is the data loss) of the first ``num_examples`` training rows,
+    with the parameters of ``trainable.init(key)``.  ``rtol``: the accepted relative distance
+    from ``log C`` (0.1: a last layer initialised at 0.01 × He scale gives ≈ 1%, one at full He
+    scale gives 30-100%).  For other losses (``num_classes`` unknown) the loss is reported with
+    ``kind="no_expectation"``.
     """
-    if not isinstance(num_classes, int) or num_classes < 2:
-        raise ValueError(f"num_classes must be an int >= 2, got {num_classes!r}")
-    loss = float(loss_fn(params, batch))
-    expected = math.log(num_classes)
+    check_trainable(trainable)
+    data = check_data(data)
+    if not (isinstance(num_examples, int) and num_examples > 0):
+        raise ValueError(f"num_examples must be a positive int, got {num_examples!r}")
+    if not (isinstance(rtol, (int, float)) and rtol > 0):
+        raise ValueError(f"rtol must be a positive number, got {rtol!r}")
+    params, state = trainable.init(key)
+    n = min(num_examples, len(data.y_train))
+    batch = jax.tree.map(lambda a: a[:n], (data.x_train, data.y_train))
+    loss = float(trainable.evaluate(params, state, batch, dict(config or {}))["loss"])
+    c = trainable.num_classes
+    if c is None and trainable.classification and jnp.issubdtype(data.y_train.dtype, jnp.integer):
+        c = int(jnp.max(data.y_train)) + 1
     if not math.isfinite(loss):
-        return InitialLossReport(loss, expected, False, f"initial loss is {loss}: the forward pass overflows; check the inputs' scale and the initialisation")
+        return InitialLossReport("non_finite", loss, None if c is None else math.log(c), False,
+                                 f"initial loss is {loss}: the forward pass overflows; check the inputs' scale and the "
+                                 "initialisation")
+    if c is None or c < 2:
+        return InitialLossReport("no_expectation", loss, None, True,
+                                 f"initial loss {loss:.4g} (no closed-form expectation for this loss: compare with "
+                                 "predicting the mean)")
+    expected = math.log(c)
     ratio = loss / expected
     if abs(ratio - 1) <= rtol:
-        message = f"initial loss {loss:.4f} ≈ log({num_classes}) = {expected:.4f}: as expected"
-    elif ratio > 1:
-        message = (
-            f"initial loss {loss:.4f} is {ratio:.2f}× log({num_classes}) = {expected:.4f}: the initial logits are "
-            "too large (initialisation scale too big, unnormalised inputs) or a regularisation term is included"
-        )
-    else:
-        message = (
-            f"initial loss {loss:.4f} is below log({num_classes}) = {expected:.4f}: the model already prefers the "
-            "right classes — labels leaking into the inputs, a pretrained model, or a loss that is not the mean "
-            "cross-entropy"
-        )
-    return InitialLossReport(loss, expected, abs(ratio - 1) <= rtol, message)
+        return InitialLossReport("as_expected", loss, expected, True,
+                                 f"initial loss {loss:.4f} ≈ log({c}) = {expected:.4f}: as expected")
+    if ratio > 1:
+        return InitialLossReport("too_high", loss, expected, False,
+                                 f"initial loss {loss:.4f} is {ratio:.2f}× log({c}) = {expected:.4f}: the initial "
+                                 "logits are too large (initialisation scale too big, unnormalised inputs)")
+    return InitialLossReport("too_low", loss, expected, False,
+                             f"initial loss {loss:.4f} is below log({c}) = {expected:.4f}: the model already prefers "
+                             "the right classes — labels leaking into the inputs, a pretrained model, or a loss that "
+                             "is not the mean cross-entropy")
 
 
 class OverfitReport(NamedTuple):
+    kind: str  # "overfits", "diverged", "plateau" or "slow"
     ok: bool
-    steps_to_100: int | None  # first evaluation at which training accuracy reached 100%
-    final_train_acc: float
+    num_examples: int
+    steps_to_100: int | None  # first evaluation at which the training accuracy reached 100%
+    final_train_acc: float | None  # None when the trainable reports no accuracy
     losses: np.ndarray
     message: str
 
 
-def overfit_small_sample(
-    task, make_optimizer, config: Mapping[str, float], key: jax.Array, *, num_batches: int = 5,
-    batch_size: int = 32, max_steps: int = 500, eval_every: int = 25,
-) -> OverfitReport:
-    """Step 2: train on ~5–10 minibatches until 100% training accuracy.
+def overfit_small_sample(trainable: Trainable, make_optimizer: Callable[[Mapping[str, Any]], Any], data: Split,
+                         config: Mapping[str, Any], key: jax.Array, *, num_examples: int = 160, batch_size: int = 32,
+                         steps: int = 200, eval_every: int = 25, select: str = "val_accuracy", mode: str = "max",
+                         progress: bool | None = None) -> OverfitReport:
+    """Step 2: train on a few minibatches (the first ``num_examples`` training rows, 5 batches of
+    32 by default) with regularization off, until 100% training accuracy.
 
-    Diagnoses the two failures the lecture names: loss not going down (learning rate too low,
-    bad initialisation) and loss exploding to Inf/NaN (learning rate too high, bad init).
+    ``config`` holds every hyperparameter the run reads, ``"learning_rate"`` included.  Names
+    the two failures the lecture lists: loss not going down (learning rate too low, bad
+    initialisation) and loss exploding to Inf/NaN (learning rate too high, bad initialisation).
     """
-    if not isinstance(num_batches, int) or num_batches <= 0:
-        raise ValueError(f"num_batches must be a positive int, got {num_batches!r}")
-    fraction = min(1.0, num_batches * batch_size / len(task.data.y_train))
-    fit = make_fit(task, make_optimizer, steps=max_steps, batch_size=batch_size, eval_every=eval_every, data_fraction=fraction)
-    arrays = {k: jnp.asarray(v, jnp.float32) for k, v in config.items()}
-    result = jax.jit(fit)(arrays, key)
+    check_trainable(trainable)
+    data = check_data(data)
+    if not (isinstance(num_examples, int) and num_examples > 0):
+        raise ValueError(f"num_examples must be a positive int, got {num_examples!r}")
+    n = min(len(data.y_train), num_examples)
+    small = Split(jax.tree.map(lambda a: a[:n], data.x_train), data.y_train[:n], data.x_val, data.y_val)
+    fit = make_fit(trainable, make_optimizer, small, steps=steps, batch_size=min(batch_size, n), eval_every=eval_every,
+                   select=select, mode=mode)
+    result = train_population(fit, stack_configs([dict(config)]), jnp.asarray(key)[None], strategy="sequential",
+                              progress=progress, desc="2. overfit")
+    result = jax.tree.map(lambda a: a[0], result)
     losses = np.asarray(result.losses)
-    train_acc = np.asarray(result.train_acc)
-    reached = np.nonzero(train_acc >= 1.0)[0]
-    steps = int((reached[0] + 1) * eval_every) if len(reached) else None
+    train_acc = result.metrics.get("train_accuracy")
+    acc = None if train_acc is None else np.asarray(train_acc)
+    reached = None if acc is None else next((eval_every * (i + 1) for i, a in enumerate(acc) if a >= 1.0), None)
     finite = np.isfinite(losses)
-    first, last = np.mean(losses[:10]), np.mean(losses[finite][-10:]) if finite.any() else np.nan
+    first = float(np.mean(losses[:10]))
+    last = float(np.mean(losses[finite][-10:])) if finite.any() else math.nan
+    final = None if acc is None else float(acc[-1])
     if not finite.all():
-        message = f"loss exploded to {losses[~finite][0]} at step {int(np.argmin(finite))}: learning rate too high or bad initialisation"
-    elif steps is not None:
-        message = f"100% training accuracy on {num_batches} minibatches after {steps} steps (loss {first:.3f} → {last:.3g})"
+        step = int(np.argmin(finite))
+        kind, text = "diverged", (f"loss exploded to {losses[step]} at step {step} on {n} examples: learning rate too "
+                                  "high or bad initialisation")
+    elif reached is not None:
+        kind, text = "overfits", (f"100% training accuracy on {n} examples after {reached} steps (loss "
+                                  f"{losses[0]:.3f} → {losses[-1]:.3g})")
     elif last > 0.9 * first:
-        message = f"loss not going down ({first:.3f} → {last:.3f} in {max_steps} steps): learning rate too low or bad initialisation"
+        kind, text = "plateau", (f"loss not going down on {n} examples ({first:.3f} → {last:.3f} in {steps} steps): "
+                                 "learning rate too low or bad initialisation")
     else:
-        message = f"loss went down ({first:.3f} → {last:.3g}) but training accuracy only reached {train_acc[-1]:.1%} in {max_steps} steps: train longer, raise the learning rate or the capacity"
-    return OverfitReport(bool(steps is not None and finite.all()), steps, float(train_acc[-1]), losses, message)
+        reach = "" if final is None else f" and training accuracy reached {final:.1%}"
+        kind, text = "slow", (f"training loss on {n} examples fell by {1 - last / first:.0%} in {steps} steps "
+                              f"({first:.3g} → {last:.3g}){reach}: train longer, raise the learning rate or the capacity")
+    ok = kind == "overfits" or (kind == "slow" and acc is None)
+    return OverfitReport(kind, ok, n, reached, final, losses, text)

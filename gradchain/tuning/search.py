@@ -10,11 +10,13 @@ skips the trials already there: nothing finished is lost or repeated, even after
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import json
 import math
 import os
+import types
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -43,7 +45,7 @@ class Uniform(NamedTuple):
         return float(self.low + u * (self.high - self.low))
 
 
-def _check_space(space: Mapping[str, Any], grid: bool) -> None:
+def check_space(space: Mapping[str, Any], grid: bool) -> None:
     if not isinstance(space, Mapping) or not space:
         raise ValueError(f"space must be a non-empty dict of hyperparameter -> values, got {space!r}")
     for name, values in space.items():
@@ -62,14 +64,14 @@ def _check_space(space: Mapping[str, Any], grid: bool) -> None:
 
 def grid(space: Mapping[str, Sequence[float]]) -> list[Config]:
     """Every combination of the values, in a fixed order."""
-    _check_space(space, grid=True)
+    check_space(space, grid=True)
     names = sorted(space)
     return [dict(zip(names, map(float, combo))) for combo in itertools.product(*(space[n] for n in names))]
 
 
 def sample(space: Mapping[str, Any], num_trials: int, key: jax.Array) -> list[Config]:
     """``num_trials`` configurations; trial i depends only on ``fold_in(key, i)``."""
-    _check_space(space, grid=False)
+    check_space(space, grid=False)
     if not isinstance(num_trials, int) or num_trials <= 0:
         raise ValueError(f"num_trials must be a positive int, got {num_trials!r}")
     names = sorted(space)
@@ -87,10 +89,100 @@ def sample(space: Mapping[str, Any], num_trials: int, key: jax.Array) -> list[Co
     return configs
 
 
-def trial_id(config: Config) -> str:
-    """A stable name for a configuration (a hash of its sorted, repr-exact values)."""
-    text = json.dumps({k: repr(float(v)) for k, v in sorted(config.items())})
+def trial_id(config: Config, fingerprint: str = "") -> str:
+    """A stable name for a trial: a hash of the configuration's sorted, repr-exact values and the
+    ``fingerprint`` of what evaluates it (:func:`fingerprint`)."""
+    text = json.dumps({"config": {k: repr(float(v)) for k, v in sorted(config.items())}, "fingerprint": fingerprint})
     return hashlib.sha1(text.encode()).hexdigest()[:16]
+
+
+def fingerprint(evaluate: Any, example: Config | None = None) -> str:
+    """A hash of what ``evaluate`` computes, so a changed evaluation never reuses a stored trial.
+
+    An object with a ``fingerprint()`` method (a population of runs: :func:`population_evaluate`)
+    names itself; a Python function is hashed from its code, defaults, closure values and the
+    globals it reads (numbers, strings, arrays, tuples, other functions, recursively; modules by
+    name; lists, dicts and sets by type only: they are usually logs and caches).
+    Pass ``fingerprint=`` to :func:`run_trials` when the evaluation depends on something else (a
+    file it reads, an object without a stable ``repr``).
+    """
+    method = getattr(evaluate, "fingerprint", None)
+    if callable(method) and not isinstance(evaluate, type):  # it names itself, from an example config
+        return str(method(example) if example is not None else method())
+    digest = hashlib.sha1()
+    _feed(digest, evaluate, depth=0, seen=set())
+    return digest.hexdigest()[:16]
+
+
+def _feed(digest, value: Any, depth: int, seen: set) -> None:
+    if depth > 8 or id(value) in seen:
+        digest.update(b"<deep>")
+        return
+    if value is None or isinstance(value, (bool, int, float, complex, str, bytes)):
+        digest.update(repr(value).encode())
+    elif isinstance(value, (np.ndarray, jax.Array)) or hasattr(value, "__array__"):
+        array = np.asarray(value)
+        digest.update(f"{array.dtype}{array.shape}".encode() + np.ascontiguousarray(array).tobytes())
+    elif isinstance(value, (list, tuple)):
+        digest.update(type(value).__name__.encode())
+        for item in value:
+            _feed(digest, item, depth + 1, seen)
+    elif isinstance(value, Mapping):
+        for k in sorted(value, key=repr):
+            digest.update(repr(k).encode())
+            _feed(digest, value[k], depth + 1, seen)
+    elif isinstance(value, types.ModuleType):
+        digest.update(value.__name__.encode())
+    elif isinstance(value, functools.partial):
+        for part in (value.func, value.args, value.keywords):
+            _feed(digest, part, depth + 1, seen)
+    elif hasattr(value, "__code__"):
+        seen = seen | {id(value)}
+        code = value.__code__
+        _feed_code(digest, code)
+        _feed(digest, value.__defaults__, depth + 1, seen)
+        _feed(digest, value.__kwdefaults__, depth + 1, seen)
+        for cell in value.__closure__ or ():
+            try:
+                _feed_captured(digest, cell.cell_contents, depth + 1, seen)
+            except ValueError:  # an empty cell
+                digest.update(b"<empty>")
+        for name in _global_names(code):
+            if name in getattr(value, "__globals__", {}):
+                digest.update(name.encode())
+                _feed_captured(digest, value.__globals__[name], depth + 1, seen)
+    else:  # an object: its type and its attributes
+        digest.update(f"{type(value).__module__}.{type(value).__qualname__}".encode())
+        state = getattr(value, "__dict__", None)
+        if state is not None:
+            _feed(digest, state, depth + 1, seen | {id(value)})
+
+
+def _feed_captured(digest, value: Any, depth: int, seen: set) -> None:
+    """A value a function closes over or reads as a global: a mutable container (a list the
+    function appends its calls to, a dict it caches in) counts by its type only, so a log that
+    grows does not make every rerun new; everything else by value."""
+    if isinstance(value, (list, dict, set)):
+        digest.update(type(value).__name__.encode())
+    else:
+        _feed(digest, value, depth, seen)
+
+
+def _feed_code(digest, code: types.CodeType) -> None:
+    digest.update(code.co_code + repr(code.co_names).encode())
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            _feed_code(digest, const)
+        else:
+            digest.update(repr(const).encode())
+
+
+def _global_names(code: types.CodeType) -> list[str]:
+    names = list(code.co_names)
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            names += _global_names(const)
+    return sorted(set(names))
 
 
 class TrialStore:
@@ -98,31 +190,52 @@ class TrialStore:
 
     A line is only complete once its newline is on disk; a process killed half-way through a
     write leaves a torn last line, which opening the store cuts off (that trial was not
-    finished), so the next record starts on a clean line.
+    finished), so the next record starts on a clean line.  The path must be a regular file (or
+    not exist yet) in an existing folder; a line that is not a record ``{"id": ..., ...}`` is an
+    error naming the line, so a foreign or damaged file is never half-read.
     """
 
     def __init__(self, path: str | os.PathLike | None):
         self.path = None if path is None else os.fspath(path)
         self.results: dict[str, dict] = {}
-        if self.path and os.path.exists(self.path):
+        if self.path is None:
+            return
+        if os.path.exists(self.path) and not os.path.isfile(self.path):
+            raise ValueError(f"store={self.path!r} is not a regular file (a folder or a device): give a path to a "
+                             ".jsonl file")
+        folder = os.path.dirname(os.path.abspath(self.path))
+        if not os.path.isdir(folder):
+            raise FileNotFoundError(f"store={self.path!r}: the folder {folder!r} does not exist; create it first")
+        if not os.access(folder, os.W_OK) or (os.path.exists(self.path) and not os.access(self.path, os.W_OK)):
+            raise PermissionError(f"store={self.path!r} is not writable")
+        if os.path.exists(self.path):
             _drop_torn_tail(self.path)
             with open(self.path, encoding="utf-8") as f:
-                for line in f:
+                for number, line in enumerate(f, 1):
+                    if not line.strip():
+                        continue
                     try:
                         record = json.loads(line)
                     except json.JSONDecodeError:
-                        continue  # a write cut short by a kill: that trial was not finished
+                        raise ValueError(f"store={self.path!r}, line {number}: not JSON ({line[:60]!r}); a trial "
+                                         "store holds one JSON record per line") from None
+                    if not (isinstance(record, dict) and isinstance(record.get("id"), str)):
+                        raise ValueError(f"store={self.path!r}, line {number}: a record must be a JSON object with "
+                                         f"a string \"id\", got {line.strip()[:60]!r}")
                     self.results[record["id"]] = record
 
-    def add(self, config: Config, metrics: Metrics) -> dict:
-        return self.add_record({"id": trial_id(config), "config": config, "metrics": metrics})
+    def add(self, config: Config, metrics: Metrics, fingerprint: str = "") -> dict:
+        return self.add_record({"id": trial_id(config, fingerprint), "config": config, "metrics": metrics})
 
     def add_record(self, record: dict) -> dict:
         """Append a finished trial ``{"id": ..., ...}`` (any JSON-serialisable fields)."""
+        if not (isinstance(record, dict) and isinstance(record.get("id"), str)):
+            raise ValueError(f"a record must be a dict with a string 'id', got {record!r}")
+        line = json.dumps(record, allow_nan=True)
         self.results[record["id"]] = record
         if self.path:
             with open(self.path, "a", encoding="utf-8") as f:
-                f.write(json.dumps(record) + "\n")
+                f.write(line + "\n")
                 f.flush()
                 os.fsync(f.fileno())
         return record
@@ -135,52 +248,89 @@ def _drop_torn_tail(path: str) -> None:
             f.truncate(data.rfind(b"\n") + 1)
 
 
-def run_trials(configs: list[Config], evaluate: Callable[[list[Config]], list[Metrics]], *,
-               store: str | os.PathLike | None = None, population_size: int = 8,
-               progress: bool | None = None) -> list[dict]:
+def is_diverged(record: Mapping[str, Any], metric: str | None = None) -> bool:
+    """A trial that must never be selected: marked ``"diverged"`` or with a non-finite ``metric``."""
+    if record.get("status") == "diverged":
+        return True
+    return metric is not None and not math.isfinite(record["metrics"].get(metric, math.nan))
+
+
+def run_trials(configs: list[Config], evaluate: Callable[[list[Config]], list[Any]], *,
+               store: str | os.PathLike | TrialStore | None = None, population_size: int = 8,
+               fingerprint: str | None = None, progress: bool | None = None, desc: str = "trials") -> list[dict]:
     """Evaluate the configurations not yet in ``store``, ``population_size`` at a time.
 
-    Returns every record (old and new), in the order of ``configs``.
+    ``evaluate(configs)`` returns one result per configuration: a dict of metrics, or a record
+    ``{"metrics": {...}, ...}`` with more fields (curves, ``"status": "diverged"``).  A trial is
+    keyed on its config and the ``fingerprint`` of the evaluation (default:
+    :func:`fingerprint` of ``evaluate``), so a changed evaluation never returns an old result and
+    an unchanged one always does.  Returns every record (old and new), in the order of ``configs``.
     """
-    if not isinstance(population_size, int) or population_size <= 0:
+    if not isinstance(population_size, int) or isinstance(population_size, bool) or population_size <= 0:
         raise ValueError(f"population_size must be a positive int, got {population_size!r}")
-    records = TrialStore(store)
-    todo = [c for c in configs if trial_id(c) not in records.results]
-    todo = list({trial_id(c): c for c in todo}.values())  # a config listed twice runs once
+    if not callable(evaluate):
+        raise TypeError(f"evaluate must be a function list of configs -> list of metrics, got {evaluate!r}")
+    if isinstance(configs, Mapping) or not all(isinstance(c, Mapping) for c in configs):
+        raise TypeError(f"configs must be a list of dicts name -> number, got {configs!r:.80}")
+    records = store if isinstance(store, TrialStore) else TrialStore(store)
+    tag = str(fingerprint) if fingerprint is not None else _fingerprint(evaluate, configs[0]) if configs else ""
+    ids = [trial_id(c, tag) for c in configs]
+    todo = list({i: c for i, c in zip(ids, configs) if i not in records.results}.items())  # a config listed twice runs once
     from gradchain.tuning.progress import progress_bar
 
-    with progress_bar(total=len(todo), desc="trials", enable=progress) as bar:
+    with progress_bar(total=len(todo), desc=desc, enable=progress) as bar:
         for start in range(0, len(todo), population_size):
             batch = todo[start : start + population_size]
-            metrics = evaluate(batch)
-            if len(metrics) != len(batch):
-                raise ValueError(f"evaluate returned {len(metrics)} results for {len(batch)} configurations")
-            for config, m in zip(batch, metrics):
-                records.add(config, {k: float(v) for k, v in m.items()})
+            results = list(evaluate([c for _, c in batch]))
+            if len(results) != len(batch):
+                raise ValueError(f"evaluate returned {len(results)} results for {len(batch)} configurations")
+            for (trial, config), result in zip(batch, results):
+                records.add_record({"id": trial, "config": dict(config), **_as_record(result)})
             bar.update(len(batch))
-    return [records.results[trial_id(c)] for c in configs]
+    return [records.results[i] for i in ids]
+
+
+def _as_record(result: Any) -> dict:
+    """A metrics dict or a record with ``"metrics"`` as the stored fields (floats, a status)."""
+    if not isinstance(result, Mapping):
+        raise TypeError(f"evaluate must return a dict of metrics (or a record with 'metrics') per config, got {result!r}")
+    record = dict(result) if isinstance(result.get("metrics"), Mapping) else {"metrics": dict(result)}
+    record["metrics"] = {k: float(v) for k, v in record["metrics"].items()}
+    if "status" not in record:
+        finite = all(math.isfinite(v) for v in record["metrics"].values())
+        record["status"] = "ok" if finite else "diverged"
+    return record
+
+
+_fingerprint = fingerprint
 
 
 def best(records: list[dict], metric: str, mode: str = "max") -> dict:
-    """The record with the best finite ``metric`` (NaN and Inf never win)."""
+    """The record with the best finite ``metric``; a diverged trial (NaN/Inf loss or parameters,
+    ``"status": "diverged"``) never wins, whatever its other metrics say."""
     if mode not in ("max", "min"):
         raise ValueError(f"mode must be 'max' or 'min', got {mode!r}")
-    finite = [r for r in records if math.isfinite(r["metrics"].get(metric, math.nan))]
+    if records and not any(metric in r["metrics"] for r in records):
+        raise ValueError(f"metric={metric!r} is not in the records; they have {sorted(records[0]['metrics'])}")
+    finite = [r for r in records if not is_diverged(r, metric)]
     if not finite:
-        raise ValueError(f"no trial has a finite {metric!r}: every run failed")
+        raise ValueError(f"no trial has a finite {metric!r}: every run failed or diverged")
     pick = max if mode == "max" else min
     return pick(finite, key=lambda r: r["metrics"][metric])
 
 
-def grid_search(space, evaluate, *, store=None, population_size=8, progress=None) -> list[dict]:
-    """Coarse grid search: evaluate every combination of ``space``'s values."""
-    return run_trials(grid(space), evaluate, store=store, population_size=population_size, progress=progress)
+def grid_search(space, evaluate, *, store=None, population_size=8, fingerprint=None, progress=None) -> list[dict]:
+    """Coarse grid search: evaluate every combination of ``space``'s values (:func:`run_trials`)."""
+    return run_trials(grid(space), evaluate, store=store, population_size=population_size, fingerprint=fingerprint,
+                      progress=progress)
 
 
-def random_search(space, evaluate, num_trials: int, key, *, store=None, population_size=8, progress=None) -> list[dict]:
+def random_search(space, evaluate, num_trials: int, key, *, store=None, population_size=8, fingerprint=None,
+                  progress=None) -> list[dict]:
     """Random search (Bergstra & Bengio 2012): with few important hyperparameters it tries many
-    more distinct values of each than a grid of the same budget."""
-    return run_trials(sample(space, num_trials, key), evaluate, store=store, population_size=population_size, progress=progress)
+    more distinct values of each than a grid of the same budget (:func:`run_trials`)."""
+    return run_trials(sample(space, num_trials, key), evaluate, store=store, population_size=population_size,
+                      fingerprint=fingerprint, progress=progress)
 
 
 def refine(space: Mapping[str, Any], center: Config, shrink: float = 4.0) -> dict[str, Any]:

@@ -19,7 +19,9 @@ training and validation splits; the best snapshot by the ``select`` metric is ke
 from __future__ import annotations
 
 import functools
+import hashlib
 import math
+import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, NamedTuple
 
@@ -29,28 +31,8 @@ import numpy as np
 
 from gradchain import flat as flat_params
 from gradchain.core import GradientTransformation, apply_updates
-from gradchain.data import Split
-from gradchain.protocol import Trainable, from_function, supervised
+from gradchain.protocol import Split, Trainable, check_data, check_labels
 from gradchain.tuning.early_stopping import EarlyStopping
-
-
-class Task(NamedTuple):
-    """The simplest trainable: ``init(key) -> params``, ``apply(params, x) -> logits``, the data.
-
-    Trained with softmax cross-entropy and reported with accuracy; :func:`make_fit` accepts it in
-    place of a :class:`gradchain.Trainable` and its data.
-    """
-
-    init: Callable[[jax.Array], Any]
-    apply: Callable[[Any, jax.Array], jax.Array]
-    data: Split
-
-    @property
-    def num_classes(self) -> int:
-        return int(jnp.max(self.data.y_train)) + 1
-
-    def trainable(self) -> Trainable:
-        return supervised(from_function(self.init, self.apply), "cross_entropy", num_classes=self.num_classes)
 
 
 class RunResult(NamedTuple):
@@ -59,6 +41,7 @@ class RunResult(NamedTuple):
     losses: jax.Array  # [steps] training loss of each minibatch
     metrics: dict[str, jax.Array]  # "train_<m>" and "val_<m>" for each metric m, [evals]
     best_step: jax.Array  # step of the snapshot in `params`
+    diverged: jax.Array  # True when a training loss, the parameters or a final metric was NaN/Inf
 
     @property
     def train_acc(self) -> jax.Array:
@@ -98,19 +81,6 @@ class _Reads(Mapping):
         return len(self._config)
 
 
-def check_data(data: Any) -> Split:
-    """``data`` as a :class:`Split` of arrays with matching lengths, or a clear error."""
-    if not (isinstance(data, tuple) and len(data) == 4):
-        raise TypeError(f"data must be a gradchain.data.Split(x_train, y_train, x_val, y_val), got {type(data).__name__}")
-    data = Split(*data)
-    lengths = {name: len(jax.tree.leaves(value)[0]) for name, value in data._asdict().items()}
-    if lengths["x_train"] != lengths["y_train"] or lengths["x_val"] != lengths["y_val"]:
-        raise ValueError(f"data arrays of different lengths: {lengths}; x and y of a split must have one row per example")
-    if lengths["x_train"] == 0 or lengths["x_val"] == 0:
-        raise ValueError(f"data splits must not be empty, got lengths {lengths}")
-    return data
-
-
 class Fit:
     """The pure run ``fit(config, key) -> RunResult`` (see :func:`make_fit`)."""
 
@@ -137,6 +107,7 @@ class Fit:
         self.reads: set[str] = set()
         self.has_conv = False
         self._checked: set[frozenset[str]] = set()
+        self._fingerprints: dict[frozenset[str], str] = {}
 
     # -- pieces -----------------------------------------------------------------------------
 
@@ -156,9 +127,13 @@ class Fit:
         return jax.tree.map(lambda t: t / n, total)
 
     def _metrics(self, params, state, config):
+        """Every metric on both splits; all NaN once the parameters or a split's loss are not finite
+        (the argmax of NaN logits is class 0: an "accuracy" of a diverged run means nothing)."""
         train = self._evaluate(params, state, self.x_train, self.y_train, config)
         val = self._evaluate(params, state, self.x_val, self.y_val, config)
         metrics = {f"train_{k}": v for k, v in train.items()} | {f"val_{k}": v for k, v in val.items()}
+        finite = _all_finite(params) & jnp.isfinite(train["loss"]) & jnp.isfinite(val["loss"])
+        metrics = {k: jnp.where(finite, v, jnp.nan) for k, v in metrics.items()}
         if self.select not in metrics:
             raise ValueError(f"select={self.select!r} is not a metric the evaluation produces; "
                              f"it produces {sorted(metrics)}")
@@ -233,7 +208,10 @@ class Fit:
     def result(self, carry: _Carry, losses, metrics) -> RunResult:
         """The run's result from the last carry and the stacked chunk outputs."""
         best_params, best_state = carry.stop.best_params if self.patience is not None else (carry.params, carry.model_state)
-        return RunResult(self._tree(best_params), best_state, losses.reshape(-1), metrics, carry.stop.best_step)
+        losses = losses.reshape(-1)
+        last = jnp.stack([m[-1] for m in metrics.values()])
+        diverged = ~(jnp.all(jnp.isfinite(losses)) & _all_finite(carry.params) & jnp.all(jnp.isfinite(last)))
+        return RunResult(self._tree(best_params), best_state, losses, metrics, carry.stop.best_step, diverged)
 
     def __call__(self, config, key) -> RunResult:
         carry, context = self.start(config, key)
@@ -245,13 +223,21 @@ class Fit:
         return self.result(carry, losses, metrics)
 
     def check_config(self, config: Mapping[str, Any], key: jax.Array) -> None:
-        """Trace one run and raise if a config key is never read by the model, loss or optimizer."""
+        """Trace one run and raise if a config key is never read by the model, loss or optimizer;
+        check class labels against the model's outputs; remember the run's fingerprint."""
         names = frozenset(config)
         if names in self._checked:
             return
+        if self.trainable.classification and self.trainable.predict is not None:
+            self._check_classes(config, key)  # before tracing: the loss's own shape error says less
         self.reads.clear()
         # a fresh function: a cached trace (after jax.jit(fit) ran) would record no reads
-        program = str(jax.make_jaxpr(lambda c, k: self(c, k))(dict(config), key))
+        closed = jax.make_jaxpr(lambda c, k: self(c, k))(dict(config), key)
+        program = re.sub(r"0x[0-9a-f]+", "", str(closed))  # no object addresses: equal runs, equal hashes
+        digest = hashlib.sha1(program.encode())
+        for const in closed.consts:  # the data, and any array the model or optimizer closes over
+            digest.update(np.ascontiguousarray(np.asarray(const)).tobytes())
+        self._fingerprints[names] = digest.hexdigest()[:16]
         # XLA:CPU runs convolutions inside a loop about 10x slower than outside one (measured:
         # BUILD_NOTES, "Training protocol"); train_population then drives such runs step by step.
         self.has_conv = "conv_general_dilated" in program
@@ -261,6 +247,27 @@ class Fit:
                              f"make_optimizer (they read {sorted(self.reads)}); a typo, or a hyperparameter "
                              "the model does not use (bind= / config= in gradchain.adapters)")
         self._checked.add(names)
+
+    def _check_classes(self, config, key) -> None:
+        params, state = jax.eval_shape(self.trainable.init, key)
+        first = jax.tree.map(lambda a: a[:1], self.x_train)
+        out = jax.eval_shape(lambda p, s, c: self.trainable.predict(p, s, first, c), params, state, dict(config))
+        classes = jnp.shape(out)[-1]
+        for name, y in (("data.y_train", self.y_train), ("data.y_val", self.y_val)):
+            check_labels(y, classes, name)
+
+    def fingerprint(self, config: Mapping[str, Any], key: jax.Array) -> str:
+        """A hash of everything besides ``(config, key)`` that decides the run's result: its whole
+        traced program (model, loss, augmentation, optimizer, schedule, lengths, selection) and
+        every array it closes over (the data).  Equal programs on equal data give equal hashes."""
+        self.check_config(config, key)
+        return self._fingerprints[frozenset(config)]
+
+
+def _all_finite(tree) -> jax.Array:
+    """True when every floating leaf of ``tree`` is finite (one scalar, traceable)."""
+    leaves = [jnp.all(jnp.isfinite(a)) for a in jax.tree.leaves(tree) if jnp.issubdtype(jnp.result_type(a), jnp.inexact)]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.bool_(True)
 
 
 def training_step(trainable: Trainable, tx: GradientTransformation, params, model_state, opt_state, batch, key,
@@ -366,9 +373,9 @@ def fit_stream(
 
 
 def make_fit(
-    trainable: Trainable | Task,
+    trainable: Trainable,
     make_optimizer: Callable[[Mapping[str, jax.Array]], GradientTransformation],
-    data: Split | None = None,
+    data: Split,
     *,
     steps: int,
     batch_size: int = 64,
@@ -384,11 +391,12 @@ def make_fit(
     """Build the pure training run ``fit(config, key) -> RunResult``.
 
     Args:
-      trainable: a :class:`gradchain.Trainable` (:func:`gradchain.supervised` of a model), or a
-        :class:`Task` (which brings its data).
-      make_optimizer: ``config -> GradientTransformation``; wrap it in
+      trainable: a :class:`gradchain.Trainable` (:func:`gradchain.supervised` of a model).
+      make_optimizer: ``config -> GradientTransformation``; ``config["learning_rate"]`` may be a
+        number, a traced array or a schedule (the recipe's final stage passes one); wrap it in
         :func:`gradchain.accumulate_gradients` for a batch-size multiplier.
-      data: a :class:`gradchain.data.Split` (arrays held on the device, indexed inside the scan).
+      data: a :class:`gradchain.Split` (arrays held on the device, indexed inside the scan; checked
+        by :func:`gradchain.check_data`).
       steps: optimizer steps (micro-batches when accumulating).
       batch_size: examples per step, drawn without replacement epoch by epoch.
       eval_every: steps between evaluations (a divisor of ``steps``; default: once, at the end).
@@ -401,14 +409,7 @@ def make_fit(
         per-leaf ``mask`` (``decay_mask``) must be expressed per buffer.
       eval_batch_size: evaluation runs in chunks of this many examples.
     """
-    if isinstance(trainable, Task):
-        data = trainable.data if data is None else data
-        trainable = trainable.trainable()
-    if not isinstance(trainable, Trainable):
-        raise TypeError(f"trainable must be a gradchain.Trainable (gradchain.supervised(model, ...)) or a Task, "
-                        f"got {type(trainable).__name__}")
-    if data is None:
-        raise ValueError("data is required: a gradchain.data.Split(x_train, y_train, x_val, y_val)")
+    check_trainable(trainable)
     data = check_data(data)
     if not callable(make_optimizer):
         raise TypeError(f"make_optimizer must be a function config -> GradientTransformation, got {make_optimizer!r}")
@@ -429,10 +430,28 @@ def make_fit(
                eval_batch_size=eval_batch_size, unroll=unroll)
 
 
+def check_trainable(trainable: Any, name: str = "trainable") -> Trainable:
+    """A :class:`gradchain.Trainable` whose ``init(key)`` returns ``(params, state)``, or a clear error."""
+    if not isinstance(trainable, Trainable):
+        raise TypeError(f"{name} must be a gradchain.Trainable (gradchain.supervised(model, ...)), got "
+                        f"{type(trainable).__name__}")
+    out = jax.eval_shape(trainable.init, jax.random.PRNGKey(0))
+    if not (isinstance(out, tuple) and len(out) == 2):
+        raise TypeError(f"{name}.init(key) must return (params, state) (state () when there is none), got "
+                        f"{type(out).__name__}; an init that returns the parameters alone becomes a model with "
+                        "gradchain.from_function(init, apply)")
+    return trainable
+
+
 def stack_configs(configs: list[Mapping[str, float]]) -> dict[str, jax.Array]:
     """``[{lr: a}, {lr: b}] -> {lr: [a, b]}``: the population's hyperparameters as arrays."""
+    if isinstance(configs, Mapping) or not isinstance(configs, (list, tuple)):
+        raise TypeError(f"configs must be a list of dicts name -> number, got {type(configs).__name__}")
     if not configs:
         raise ValueError("configs must hold at least one configuration, got an empty list")
+    for i, c in enumerate(configs):
+        if not isinstance(c, Mapping):
+            raise TypeError(f"configs[{i}] must be a dict name -> number, got {c!r}")
     names = set(configs[0])
     for i, c in enumerate(configs):
         if set(c) != names:
@@ -440,7 +459,7 @@ def stack_configs(configs: list[Mapping[str, float]]) -> dict[str, jax.Array]:
     return {name: jnp.asarray([float(c[name]) for c in configs], jnp.float32) for name in sorted(names)}
 
 
-def choose_strategy(task: Task | Fit | Trainable, batch_size: int) -> str:
+def choose_strategy(trainable: Fit | Trainable, batch_size: int) -> str:
     """``"vmap"`` or ``"sequential"`` for a population on the current backend.
 
     Batching K runs with ``vmap`` turns every matmul into a batched one.  On accelerators that is
@@ -451,7 +470,7 @@ def choose_strategy(task: Task | Fit | Trainable, batch_size: int) -> str:
     """
     if jax.default_backend() != "cpu":
         return "vmap"
-    init = task.trainable.init if isinstance(task, Fit) else task.init
+    init = trainable.trainable.init if isinstance(trainable, Fit) else trainable.init
     params = jax.eval_shape(init, jax.random.PRNGKey(0))
     weights = sum(math.prod(p.shape) for p in jax.tree.leaves(params))
     return "vmap" if weights * batch_size <= 1_000_000 else "sequential"
@@ -459,7 +478,7 @@ def choose_strategy(task: Task | Fit | Trainable, batch_size: int) -> str:
 
 def train_population(
     fit: Callable[[Mapping[str, jax.Array], jax.Array], RunResult],
-    configs: Mapping[str, jax.Array],
+    configs: Mapping[str, jax.Array] | list[Mapping[str, float]],
     keys: jax.Array,
     *,
     strategy: str = "vmap",
@@ -474,7 +493,17 @@ def train_population(
     the population axis is sharded across devices.  ``progress`` (default: on a terminal) shows a
     bar that advances with every evaluation chunk, the chunks then being driven from the host.
     A :class:`Fit` first checks that every config key is read by the run.
+
+    ``configs``: a dict of arrays with one entry per member (:func:`stack_configs`) or a list of
+    dicts (stacked here); ``keys``: one PRNG key per member (``jax.random.split(key, K)``, or
+    ``jnp.broadcast_to(key, (K, 2))`` for the same init and batches in every member).
     """
+    if isinstance(configs, (list, tuple)):
+        configs = stack_configs(list(configs))
+    if not isinstance(configs, Mapping):
+        raise TypeError(f"configs must be a dict name -> array (one entry per member) or a list of dicts, got "
+                        f"{type(configs).__name__}")
+    keys = _check_keys(keys)
     sizes = {name: jnp.shape(v)[0] if jnp.ndim(v) else None for name, v in configs.items()}
     k = len(keys)
     bad = {name: s for name, s in sizes.items() if s != k}
@@ -507,6 +536,73 @@ def train_population(
     single = _single(fit)
     runs = [single({name: v[i] for name, v in configs.items()}, keys[i]) for i in range(k)]
     return jax.tree.map(lambda *xs: jnp.stack(xs), *runs)
+
+
+class PopulationEvaluate:
+    """``evaluate(configs) -> records`` for :func:`gradchain.tuning.run_trials`: the configs trained
+    as one population of ``fit`` (see :func:`population_evaluate`)."""
+
+    def __init__(self, fit: Fit, key: jax.Array, *, strategy: str | None = None, history: bool = True,
+                 progress: bool | None = None, desc: str = "training"):
+        if not isinstance(fit, Fit):
+            raise TypeError(f"fit must be a gradchain.tuning.Fit (make_fit(...)), got {type(fit).__name__}")
+        self.fit, self.key, self.history, self.progress, self.desc = fit, _check_keys(jnp.asarray(key)[None])[0], history, progress, desc
+        self.strategy = choose_strategy(fit, fit.batch_size) if strategy is None else strategy
+        self.last: RunResult | None = None  # the latest population, parameters included
+
+    def fingerprint(self, config: Mapping[str, Any]) -> str:
+        """The run's fingerprint and the key: what decides a trial's result besides its config."""
+        key_bytes = np.asarray(jax.random.key_data(self.key) if jnp.issubdtype(self.key.dtype, jax.dtypes.prng_key)
+                               else self.key).tobytes().hex()
+        return f"{self.fit.fingerprint({k: jnp.float32(v) for k, v in config.items()}, self.key)}-{key_bytes}"
+
+    def __call__(self, configs: list[Mapping[str, float]]) -> list[dict]:
+        keys = jnp.broadcast_to(self.key, (len(configs),) + self.key.shape)  # same init and batches: a fair race
+        result = train_population(self.fit, list(configs), keys, strategy=self.strategy, progress=self.progress,
+                                  desc=self.desc)
+        self.last = result
+        return [run_record(result, j, history=self.history) for j in range(len(configs))]
+
+
+def population_evaluate(fit: Fit, key: jax.Array, *, strategy: str | None = None, history: bool = True,
+                        progress: bool | None = None, desc: str = "training") -> PopulationEvaluate:
+    """The evaluation of a search: each list of configs trained as one population of ``fit``.
+
+    Every member starts from ``key`` — the same initialisation and minibatches, so trials differ
+    only by their config (a fair race) and a trial's result depends on nothing else: with
+    :func:`gradchain.tuning.run_trials` and a store, a rerun reuses exactly the finished trials,
+    and any change of model, data, optimizer factory, initialisation, lengths or key makes new
+    ones (the fingerprint hashes the whole traced run and its data).  Each record holds the last
+    evaluation's metrics, the best step, ``"status"`` (``"diverged"`` when a loss, the parameters
+    or a final metric was not finite: such a trial is never selected) and, with ``history``, the
+    curves.  ``strategy``: default :func:`choose_strategy`.
+    """
+    return PopulationEvaluate(fit, key, strategy=strategy, history=history, progress=progress, desc=desc)
+
+
+def run_record(result: RunResult, j: int, *, history: bool = True) -> dict:
+    """Member ``j`` of a population as a trial record (JSON-ready floats)."""
+    record = {"metrics": {k: float(v[j, -1]) for k, v in result.metrics.items()},
+              "best_step": int(result.best_step[j]),
+              "status": "diverged" if bool(result.diverged[j]) else "ok"}
+    if history:
+        record["history"] = {"losses": _round(result.losses[j]), **{k: _round(v[j]) for k, v in result.metrics.items()}}
+    return record
+
+
+def _round(values) -> list[float]:
+    return [float(f"{v:.6g}") for v in np.asarray(values, np.float64).ravel()]
+
+
+def _check_keys(keys: Any) -> jax.Array:
+    """One key per member: raw ``uint32[K, 2]`` keys or typed ``key<impl>[K]``."""
+    keys = jnp.asarray(keys) if not isinstance(keys, jax.Array) else keys
+    typed = jnp.issubdtype(keys.dtype, jax.dtypes.prng_key)
+    if (typed and keys.ndim != 1) or (not typed and (keys.ndim != 2 or keys.dtype != jnp.uint32)):
+        raise ValueError(f"keys must hold one PRNG key per member, shape (K, 2) uint32 (jax.random.split(key, K)) "
+                         f"or (K,) typed keys; got shape {keys.shape} {keys.dtype}"
+                         f"{' — one key for several configs: jax.random.split(key, K)' if keys.ndim == 1 and not typed else ''}")
+    return keys
 
 
 def _driven(fit: Fit, configs, keys, strategy, bar, members, per_step) -> RunResult:

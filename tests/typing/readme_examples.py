@@ -131,7 +131,7 @@ def block_8() -> None:  # README.md line 314
     import jax, jax.numpy as jnp
     import gradchain as gc
     from gradchain import tuning
-    from gradchain.data import digits
+    from gradchain.examples.digits import digits
 
     def init(key):
         k1, k2 = jax.random.split(key)

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import gzip
 import importlib.resources
-from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from gradchain.protocol import Split
 
 
 def load_digits_arrays() -> tuple[np.ndarray, np.ndarray]:
@@ -23,13 +24,6 @@ def load_digits_arrays() -> tuple[np.ndarray, np.ndarray]:
     with resource.open("rb") as raw, gzip.open(raw, "rt") as text:
         table = np.loadtxt(text, delimiter=",")
     return table[:, :-1], table[:, -1].astype(int)
-
-
-class Split(NamedTuple):
-    x_train: jax.Array
-    y_train: jax.Array
-    x_val: jax.Array
-    y_val: jax.Array
 
 
 def _split_order(n: int, key: jax.Array | None, val_fraction: float) -> tuple[np.ndarray, np.ndarray]:

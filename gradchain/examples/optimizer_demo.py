@@ -14,8 +14,8 @@ import jax
 import numpy as np
 
 import gradchain as gc
-from gradchain.data import digits
-from gradchain.models import accuracy, cross_entropy, mlp_apply, mlp_init
+from gradchain.examples.digits import digits
+from gradchain.examples.models import accuracy, cross_entropy, mlp_apply, mlp_init
 from gradchain.tuning import plot_loss_curves
 
 # The lecture: "Adam with beta1 = 0.9, beta2 = 0.999, and learning rate = 1e-3 or 5e-4 is a great

@@ -9,24 +9,17 @@ This is demo code: the library is :mod:`gradchain.tuning`.
 
 from __future__ import annotations
 
-import functools
-
 import jax
 
 import gradchain as gc
-from gradchain.data import Split, digits, digits_images
-from gradchain.models import digits_augment, digits_cnn, mlp_apply, mlp_init, mlp_model
-from gradchain.tuning.recipe import recipe
-from gradchain.tuning.search import LogUniform, Uniform
-from gradchain.tuning.training import Task
+from gradchain.examples.digits import digits, digits_images
+from gradchain.examples.models import digits_augment, digits_cnn, mlp_model
+from gradchain.tuning import LogUniform, RecipeSettings, Uniform, recipe
 
 SETTINGS = {
-    False: {"epochs": {"coarse": 3, "refine": 10, "final": 30, "max_refine": 30}, "max_rounds": 3, "ensemble": 8},
-    True: {"epochs": {"coarse": 2, "refine": 4, "final": 8, "max_refine": 8}, "max_rounds": 2, "ensemble": 4},
+    False: RecipeSettings(epochs={"coarse": 3, "refine": 10, "final": 30, "max_refine": 30}, max_rounds=3, ensemble=8),
+    True: RecipeSettings(epochs={"coarse": 2, "refine": 4, "final": 8, "max_refine": 8}, max_rounds=2, ensemble=4),
 }
-
-
-SIZES = (64, 128, 128, 10)
 
 
 def adamw_from_config(config):
@@ -34,19 +27,11 @@ def adamw_from_config(config):
     return gc.adamw(config["learning_rate"], weight_decay=config["weight_decay"], mask=gc.decay_mask)
 
 
-def make_task(seed: int = 0):
-    """The digits MLP as a :class:`gradchain.tuning.Task` on train / validation, and the full
-    split whose validation part is the test set: ``(task, full)``."""
-    full = digits(jax.random.PRNGKey(seed), val_fraction=0.2)
-    data, _ = three_way(full)
-    return Task(functools.partial(mlp_init, sizes=SIZES, output_scale=0.01), mlp_apply, data), full
-
-
-def three_way(full: Split) -> tuple[Split, tuple]:
+def three_way(full: gc.Split) -> tuple[gc.Split, tuple]:
     """Train / validation (every choice) / test (looked at once): the validation split of
-    :func:`gradchain.data.digits` becomes the test set, and as many training rows the validation."""
+    :func:`gradchain.examples.digits.digits` becomes the test set, and as many training rows the validation."""
     n = len(full.y_val)
-    data = Split(full.x_train[n:], full.y_train[n:], full.x_train[:n], full.y_train[:n])
+    data = gc.Split(full.x_train[n:], full.y_train[n:], full.x_train[:n], full.y_train[:n])
     return data, (full.x_val, full.y_val)
 
 
@@ -67,5 +52,5 @@ def main(out: str = "gradchain-report", small: bool = False, seed: int = 0, mode
         title = "Data: scikit-learn digits (64 pixels). Model: MLP 64-128-128-10 with dropout. Optimizer: AdamW."
     else:
         raise ValueError(f"model must be 'cnn' or 'mlp', got {model!r}")
-    return recipe(trainable, data, space, test=test, out=out, seed=seed, budget=budget, title=title,
-                  progress=progress, **SETTINGS[bool(small)])
+    settings = SETTINGS[bool(small)].replace(seed=seed, budget=budget, title=title, progress=progress)
+    return recipe(trainable, data, space, test=test, settings=settings, out=out)
