@@ -273,8 +273,8 @@ TRIALS_CASES = [
      ValueError, "evaluate returned 1 results for 2 configurations"),
     ("evaluate returning numbers", lambda: tuning.run_trials([{"a": 1.0}], lambda cs: [0.5]), TypeError,
      "evaluate must return a dict of metrics"),
-    ("population size 0", lambda: tuning.run_trials([{"a": 1.0}], lambda cs: [{}], population_size=0), ValueError,
-     "population_size must be a positive int, got 0"),
+    ("population size 0", lambda: tuning.run_trials([{"a": 1.0}], lambda cs: [{}], population=0), ValueError,
+     "population must be a positive int, got 0"),
     ("evaluate not callable", lambda: tuning.run_trials([{"a": 1.0}], None), TypeError, "evaluate must be a function"),
     ("configs as one dict", lambda: tuning.run_trials({"a": 1.0}, lambda cs: [{}]), TypeError, "configs must be a list of dicts"),
 ]

@@ -136,7 +136,7 @@ def test_grid_and_random_search_store_every_result(tmp_path):
         return [{"score": -(math.log10(c["lr"]) + 2) ** 2} for c in configs]
 
     store = tmp_path / "trials.jsonl"
-    records = tuning.grid_search({"lr": [1e-3, 1e-2, 1e-1]}, evaluate, store=store, population_size=2)
+    records = tuning.grid_search({"lr": [1e-3, 1e-2, 1e-1]}, evaluate, store=store, population=2)
     assert calls == [2, 1] and tuning.best(records, "score")["config"]["lr"] == pytest.approx(1e-2)
     assert len(store.read_text().splitlines()) == 3
     again = tuning.grid_search({"lr": [1e-3, 1e-2, 1e-1]}, evaluate, store=store)
@@ -176,8 +176,8 @@ def test_search_bad_input():
         tuning.grid_search({"lr": []}, evaluate)
     with pytest.raises(ValueError, match="num_trials"):
         tuning.random_search({"lr": tuning.LogUniform(1e-3, 1e-1)}, evaluate, 0, KEY)
-    with pytest.raises(ValueError, match="population_size"):
-        tuning.grid_search({"lr": [1.0]}, evaluate, population_size=0)
+    with pytest.raises(ValueError, match="population"):
+        tuning.grid_search({"lr": [1.0]}, evaluate, population=0)
     with pytest.raises(ValueError, match=r"space\['lr'\]"):
         tuning.sample({"lr": tuning.LogUniform(0.0, 1.0)}, 3, KEY)
     nan = tuning.grid_search({"lr": [1.0, 2.0]}, lambda cs: [{"f": float("nan")} for _ in cs])
@@ -192,7 +192,7 @@ SEARCH_SCRIPT = textwrap.dedent("""
     def evaluate(configs):
         time.sleep(0.05)
         return [{"f": c["a"] * 10 + c["b"]} for c in configs]
-    tuning.grid_search({"a": list(range(8)), "b": list(range(5))}, evaluate, store=sys.argv[1], population_size=3)
+    tuning.grid_search({"a": list(range(8)), "b": list(range(5))}, evaluate, store=sys.argv[1], population=3)
 """)
 
 
@@ -206,12 +206,15 @@ def test_interrupted_search_resumes_without_losing_or_repeating_a_trial(tmp_path
         seen.extend(c["a"] for c in configs)
         return [{"f": c["a"]} for c in configs]
 
+    # two functions of the same evaluation: named by one fingerprint (by default a trial is keyed on
+    # the evaluating function's code, and a different function is a different evaluation)
     with pytest.raises(KeyboardInterrupt):
-        tuning.grid_search({"a": list(range(7))}, flaky, store=store, population_size=2)
+        tuning.grid_search({"a": list(range(7))}, flaky, store=store, population=2, fingerprint="f=a")
     with open(store, "a") as f:
         f.write('{"id": "torn')  # a write cut short by a kill
     seen_before = list(seen)
-    records = tuning.grid_search({"a": list(range(7))}, lambda cs: (seen.extend(c["a"] for c in cs), [{"f": c["a"]} for c in cs])[1], store=store)
+    records = tuning.grid_search({"a": list(range(7))}, lambda cs: (seen.extend(c["a"] for c in cs), [{"f": c["a"]} for c in cs])[1], store=store,
+                                 fingerprint="f=a")
     assert seen_before == [0, 1, 2, 3] and sorted(seen) == list(range(7))
     assert [r["metrics"]["f"] for r in records] == list(range(7))
     assert len(store.read_text().splitlines()) == 7
@@ -294,11 +297,11 @@ def test_optuna_drives_populations_through_sqlite_storage(tmp_path):
 
     space = {"lr": tuning.LogUniform(1e-4, 1.0)}
     study = optuna.create_study(storage=storage, study_name="s", direction="minimize", sampler=optuna.samplers.TPESampler(seed=0))
-    optuna_search(study, space, evaluate, 10, metric="loss", population_size=4)
+    optuna_search(study, space, evaluate, 10, metric="loss", population=4)
     assert sizes == [4, 4, 2]
     # A second worker (here: a second process's view of the same storage) continues the study.
     again = optuna.load_study(storage=storage, study_name="s")
-    optuna_search(again, space, evaluate, 6, metric="loss", population_size=3)
+    optuna_search(again, space, evaluate, 6, metric="loss", population=3)
     done = optuna.load_study(storage=storage, study_name="s").trials
     assert len(done) == 16
     assert abs(math.log10(again.best_params["lr"]) + 2) < 1.0

@@ -15,7 +15,15 @@ data it needs (a :class:`gradchain.Split`), and every optimizer factory is
 ``docs/tuning.md`` is the reference, ``docs/recipe_steps.md`` runs the recipe step by step.
 """
 
-from gradchain.tuning.curves import FINDINGS, Finding, command_center, diagnose, moving_average, plot_band, plot_loss_curves
+from gradchain.tuning.curves import (
+    FINDINGS,
+    Finding,
+    command_center,
+    diagnose,
+    moving_average,
+    plot_band,
+    plot_loss_curves,
+)
 from gradchain.tuning.early_stopping import EarlyStopping, EarlyStoppingState
 from gradchain.tuning.ensemble import EnsembleReport, ensemble_probabilities, evaluate_ensemble
 from gradchain.tuning.lr_finder import DEFAULT_RATES, LRFinderResult, lr_finder, pick_rate

@@ -60,7 +60,7 @@ def lr_finder(trainable: Trainable, make_optimizer: Callable[[Mapping[str, Any]]
     fit = make_fit(trainable, make_optimizer, data, steps=steps, batch_size=batch_size, select=select, mode=mode)
     configs = [config | {"learning_rate": float(r)} for r in rates]
     evaluate = population_evaluate(fit, key, progress=progress, desc="3. LR finder")
-    records = run_trials(configs, evaluate, store=store, population_size=len(configs), progress=False)
+    records = run_trials(configs, evaluate, store=store, population=len(configs), progress=False)
     losses = np.asarray([r["history"]["losses"] for r in records])
     drops = np.array([_robust_drop(run, window) for run in losses])
     if not np.any(np.isfinite(drops) & (drops > 0)):

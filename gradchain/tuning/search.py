@@ -256,9 +256,9 @@ def is_diverged(record: Mapping[str, Any], metric: str | None = None) -> bool:
 
 
 def run_trials(configs: list[Config], evaluate: Callable[[list[Config]], list[Any]], *,
-               store: str | os.PathLike | TrialStore | None = None, population_size: int = 8,
+               store: str | os.PathLike | TrialStore | None = None, population: int = 8,
                fingerprint: str | None = None, progress: bool | None = None, desc: str = "trials") -> list[dict]:
-    """Evaluate the configurations not yet in ``store``, ``population_size`` at a time.
+    """Evaluate the configurations not yet in ``store``, ``population`` at a time.
 
     ``evaluate(configs)`` returns one result per configuration: a dict of metrics, or a record
     ``{"metrics": {...}, ...}`` with more fields (curves, ``"status": "diverged"``).  A trial is
@@ -266,8 +266,8 @@ def run_trials(configs: list[Config], evaluate: Callable[[list[Config]], list[An
     :func:`fingerprint` of ``evaluate``), so a changed evaluation never returns an old result and
     an unchanged one always does.  Returns every record (old and new), in the order of ``configs``.
     """
-    if not isinstance(population_size, int) or isinstance(population_size, bool) or population_size <= 0:
-        raise ValueError(f"population_size must be a positive int, got {population_size!r}")
+    if not isinstance(population, int) or isinstance(population, bool) or population <= 0:
+        raise ValueError(f"population must be a positive int, got {population!r}")
     if not callable(evaluate):
         raise TypeError(f"evaluate must be a function list of configs -> list of metrics, got {evaluate!r}")
     if isinstance(configs, Mapping) or not all(isinstance(c, Mapping) for c in configs):
@@ -279,19 +279,20 @@ def run_trials(configs: list[Config], evaluate: Callable[[list[Config]], list[An
     from gradchain.tuning.progress import progress_bar
 
     with progress_bar(total=len(todo), desc=desc, enable=progress) as bar:
-        for start in range(0, len(todo), population_size):
-            batch = todo[start : start + population_size]
+        for start in range(0, len(todo), population):
+            batch = todo[start : start + population]
             results = list(evaluate([c for _, c in batch]))
             if len(results) != len(batch):
                 raise ValueError(f"evaluate returned {len(results)} results for {len(batch)} configurations")
             for (trial, config), result in zip(batch, results):
-                records.add_record({"id": trial, "config": dict(config), **_as_record(result)})
+                records.add_record({"id": trial, "config": dict(config), **as_record(result)})
             bar.update(len(batch))
     return [records.results[i] for i in ids]
 
 
-def _as_record(result: Any) -> dict:
-    """A metrics dict or a record with ``"metrics"`` as the stored fields (floats, a status)."""
+def as_record(result: Any) -> dict:
+    """A metrics dict or a record with ``"metrics"`` as the stored fields: float metrics and a
+    ``"status"`` (``"diverged"`` when not given and a metric is not finite, else ``"ok"``)."""
     if not isinstance(result, Mapping):
         raise TypeError(f"evaluate must return a dict of metrics (or a record with 'metrics') per config, got {result!r}")
     record = dict(result) if isinstance(result.get("metrics"), Mapping) else {"metrics": dict(result)}
@@ -319,17 +320,17 @@ def best(records: list[dict], metric: str, mode: str = "max") -> dict:
     return pick(finite, key=lambda r: r["metrics"][metric])
 
 
-def grid_search(space, evaluate, *, store=None, population_size=8, fingerprint=None, progress=None) -> list[dict]:
+def grid_search(space, evaluate, *, store=None, population=8, fingerprint=None, progress=None) -> list[dict]:
     """Coarse grid search: evaluate every combination of ``space``'s values (:func:`run_trials`)."""
-    return run_trials(grid(space), evaluate, store=store, population_size=population_size, fingerprint=fingerprint,
+    return run_trials(grid(space), evaluate, store=store, population=population, fingerprint=fingerprint,
                       progress=progress)
 
 
-def random_search(space, evaluate, num_trials: int, key, *, store=None, population_size=8, fingerprint=None,
+def random_search(space, evaluate, num_trials: int, key, *, store=None, population=8, fingerprint=None,
                   progress=None) -> list[dict]:
     """Random search (Bergstra & Bengio 2012): with few important hyperparameters it tries many
     more distinct values of each than a grid of the same budget (:func:`run_trials`)."""
-    return run_trials(sample(space, num_trials, key), evaluate, store=store, population_size=population_size,
+    return run_trials(sample(space, num_trials, key), evaluate, store=store, population=population,
                       fingerprint=fingerprint, progress=progress)
 
 

@@ -164,7 +164,7 @@ class _Run:
         fit = self.stage(epochs)
         evaluate = population_evaluate(fit, self.race_key, strategy=choose_strategy(fit, self.s.batch_size),
                                        progress=self.s.progress, desc=desc)
-        return run_trials(configs, evaluate, store=self.store, population_size=self.s.population, progress=False)
+        return run_trials(configs, evaluate, store=self.store, population=self.s.population, progress=False)
 
     def best(self, records: list[dict]) -> dict | None:
         try:

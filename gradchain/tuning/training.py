@@ -236,6 +236,8 @@ class Fit:
         program = re.sub(r"0x[0-9a-f]+", "", str(closed))  # no object addresses: equal runs, equal hashes
         digest = hashlib.sha1(program.encode())
         for const in closed.consts:  # the data, and any array the model or optimizer closes over
+            if isinstance(const, jax.Array) and jnp.issubdtype(const.dtype, jax.dtypes.prng_key):
+                const = jax.random.key_data(const)
             digest.update(np.ascontiguousarray(np.asarray(const)).tobytes())
         self._fingerprints[names] = digest.hexdigest()[:16]
         # XLA:CPU runs convolutions inside a loop about 10x slower than outside one (measured:
