@@ -1,8 +1,10 @@
 """Sphinx configuration: MyST Markdown pages, autodoc + napoleon for the Google-style docstrings,
 one autosummary page per public name (``gradchain.__all__``), and the notebooks of ``notebooks/``
 rendered by MyST-NB, executed during the build in their small setting (``GRADCHAIN_SMALL=1``) so
-that their pictures are on the pages.  Built with warnings as errors: ``make docs``
-(``sphinx-build -W --keep-going -b html docs docs/_build/html``)."""
+that their pictures are on the pages (``GRADCHAIN_DOCS_EXECUTE=0``: not executed, a quick build).
+``tuning.md`` and ``recipe_steps.md`` are hand-written (the tuning reference and its walk-through).
+Built with warnings as errors: ``make docs`` (``sphinx-build -W --keep-going -b html docs
+docs/_build/html``)."""
 
 from __future__ import annotations
 
@@ -36,9 +38,13 @@ extensions = [
     "sphinx.ext.mathjax",
     "sphinx.ext.viewcode",
 ]
-source_suffix = {".md": "myst-nb", ".ipynb": "myst-nb", ".rst": "restructuredtext"}
-# notebooks/*/: what the notebooks write while they run (05's recipe report), not pages.
-exclude_patterns = ["_build", "api/generated/*.md", "notebooks/*/**"]
+# ".rst" first: autosummary writes its generated stubs (reStructuredText) with the first suffix
+# whose parser reads reStructuredText, and it takes ".md" for one; stubs named ".md" would be read
+# by MyST and show their directives as text instead of the docstrings.
+source_suffix = {".rst": "restructuredtext", ".md": "myst-nb", ".ipynb": "myst-nb"}
+# notebooks/*/: what the notebooks write while they run (05's recipe report), not pages;
+# generated/*.md: stubs an older build wrote under the wrong suffix.
+exclude_patterns = ["_build", "api/generated/*.md", "generated/*.md", "notebooks/*/**"]
 myst_enable_extensions = ["colon_fence", "dollarmath"]
 myst_heading_anchors = 3
 
@@ -55,8 +61,10 @@ nitpicky = False
 suppress_warnings = ["autosummary.import_cycle"]
 
 # Notebooks: executed on every build (no cache), in their own folder (05 shows the pictures its
-# report wrote there); an error in a cell fails the build.
-nb_execution_mode = "force"
+# report wrote there); an error in a cell fails the build.  GRADCHAIN_DOCS_EXECUTE=0 renders them
+# unexecuted (they are stored without outputs), for a quick check of the other pages; `make docs`
+# and CI leave it unset and execute every notebook.
+nb_execution_mode = "off" if os.environ.get("GRADCHAIN_DOCS_EXECUTE", "1") == "0" else "force"
 nb_execution_timeout = 900
 nb_execution_raise_on_error = True
 nb_execution_show_tb = True
@@ -79,7 +87,8 @@ def _api_page() -> str:
             namespaces.append(name)
             continue
         module = getattr(obj, "__module__", "") or ""
-        if not (inspect.isfunction(obj) or inspect.isclass(obj)) or not module.startswith("gradchain"):
+        alias = inspect.isclass(obj) and obj.__name__ != name  # `NewName = OldClass`: a row, not a page
+        if not (inspect.isfunction(obj) or inspect.isclass(obj)) or not module.startswith("gradchain") or alias:
             plain.append(name)
             continue
         groups.setdefault(module.split(".")[1], []).append(name)
@@ -97,7 +106,11 @@ def _api_page() -> str:
         lines += ["```", ""]
     lines += ["## Types and constants", "", "| name | value |", "|---|---|"]
     for name in sorted(plain):
-        text = repr(getattr(gradchain, name)).replace("|", "\\|").replace("\n", " ")
+        obj = getattr(gradchain, name)
+        if inspect.isclass(obj) and obj.__name__ != name:
+            lines.append(f"| `gradchain.{name}` | alias of `{obj.__module__}.{obj.__qualname__}` |")
+            continue
+        text = repr(obj).replace("|", "\\|").replace("\n", " ")
         lines.append(f"| `gradchain.{name}` | `{text[:120]}` |")
     lines.append("")
     for name in namespaces:

@@ -4,7 +4,7 @@ basedpyright checks this file (pyproject.toml: include), as a user's file callin
 """
 # ruff: noqa
 
-def block_1() -> None:  # README.md line 25
+def block_1() -> None:  # README.md line 26
     import jax, jax.numpy as jnp
     import gradchain as gc
 
@@ -18,7 +18,7 @@ def block_1() -> None:  # README.md line 25
         return gc.apply_updates(params, updates), state
 
 
-def block_2() -> None:  # README.md line 82
+def block_2() -> None:  # README.md line 83
     import jax, jax.numpy as jnp
     import gradchain as gc
 
@@ -42,7 +42,7 @@ def block_2() -> None:  # README.md line 82
     flat, state = step(flat, state, layout, batch)
 
 
-def block_3() -> None:  # README.md line 124
+def block_3() -> None:  # README.md line 125
     import jax, jax.numpy as jnp
     import gradchain as gc
 
@@ -58,14 +58,14 @@ def block_3() -> None:  # README.md line 124
     state = gc.reset_state(state)   # zero counts and moments, keep the hyperparameters (not jax.tree.map(jnp.zeros_like, ...))
 
 
-def block_4() -> None:  # README.md line 159
+def block_4() -> None:  # README.md line 160
     import gradchain as gc
 
     lr = gc.warmup(gc.cosine_schedule(0.1, decay_steps=9_000), warmup_steps=1_000)
     tx = gc.sgd(lr, momentum=0.9)
 
 
-def block_5() -> None:  # README.md line 195
+def block_5() -> None:  # README.md line 196
     from functools import partial
 
     import jax
@@ -86,7 +86,7 @@ def block_5() -> None:  # README.md line 195
     probs = A.tta_predict(model_fn, A.sample_images(), scales=(256, 384))  # (2, 10)
 
 
-def block_6() -> None:  # README.md line 225
+def block_6() -> None:  # README.md line 226
     import jax.numpy as jnp
     import gradchain as gc
 
@@ -99,7 +99,7 @@ def block_6() -> None:  # README.md line 225
     result = gc.minimize(loss, params, tol=1e-6, ftol=2.2e-9)  # also stop on a small relative decrease, as scipy
 
 
-def block_7() -> None:  # README.md line 258
+def block_7() -> None:  # README.md line 259
     import jax, jax.numpy as jnp
     import gradchain as gc
 
@@ -127,7 +127,7 @@ def block_7() -> None:  # README.md line 258
         params, state, loss = step(params, state, jax.random.PRNGKey(i))
 
 
-def block_8() -> None:  # README.md line 314
+def block_8() -> None:  # README.md line 317
     import jax, jax.numpy as jnp
     import gradchain as gc
     from gradchain import tuning
@@ -147,3 +147,24 @@ def block_8() -> None:  # README.md line 314
     configs = tuning.stack_configs([{"learning_rate": 3e-3, "dropout": r, "accumulate": 2} for r in (0.0, 0.2, 0.5)])
     result = tuning.train_population(fit, configs, jnp.broadcast_to(jax.random.PRNGKey(0), (3, 2)))
     print(result.metrics["val_accuracy"][:, -1])  # one validation accuracy per dropout rate
+
+
+def block_9() -> None:  # README.md line 383
+    import math
+
+    import jax
+    from gradchain import tuning
+
+    calls = []
+
+    def evaluate(configs):  # list of configs -> one dict of metrics each (here: a made-up loss)
+        calls.append(len(configs))
+        return [{"val_loss": math.nan if c["learning_rate"] > 0.1 else (math.log10(c["learning_rate"]) + 2) ** 2}
+                for c in configs]
+
+    configs = tuning.sample({"learning_rate": tuning.LogUniform(1e-4, 1.0)}, 8, jax.random.PRNGKey(0))
+    records = tuning.run_trials(configs, evaluate, store="trials.jsonl", population=4)
+    print([r["status"] for r in records])              # "diverged" where the loss is NaN
+    top = tuning.best(records, "val_loss", mode="min")  # never a diverged trial
+    tuning.run_trials(configs, evaluate, store="trials.jsonl")  # a rerun: all 8 trials reused
+    assert calls == [4, 4]                                      # evaluate ran twice, both in the first call
