@@ -9,13 +9,18 @@ below plus each star-imported subpackage's own ``__all__`` (a new subpackage joi
 from gradchain import (  # namespaces: gc.adapters.from_nnx, gc.augment.resize, gc.flat.ravel
     adapters,
     augment,
+    combinators as _combinators,
+    contrib,
     curvature as _curvature,
+    distributed,
     flat,
     regularizers as _regularizers,
     schedules as _schedules,
     second_order as _second_order,
     transforms as _transforms,
+    zoo as _zoo,
 )
+from gradchain.combinators import *
 from gradchain.core import (
     EmptyState,
     GradientTransformation,
@@ -37,6 +42,7 @@ from gradchain.schedules import *
 from gradchain.second_order import *
 from gradchain.state import reset_state, tree_get, tree_map_params, tree_set
 from gradchain.transforms import *
+from gradchain.zoo import *
 
 __version__ = "0.1.0"
 
@@ -63,6 +69,8 @@ __all__ = [
     "adamw",
     "apply_updates",
     "augment",
+    "contrib",
+    "distributed",
     "chain",
     "flat",
     "get_hyperparams",
@@ -82,3 +90,5 @@ __all__ += _second_order.__all__
 __all__ += _regularizers.__all__
 __all__ += _transforms.__all__
 __all__ += _curvature.__all__
+__all__ += _zoo.__all__
+__all__ += _combinators.__all__

@@ -20,10 +20,18 @@ Per-element math is unchanged (the same operations on the same numbers), so elem
 are bit-for-bit the unpacked ones; reductions over the whole tree (``clip_by_global_norm``) sum in
 another order (within 1e-6 relative).  Transformations that look at individual leaves (``masked``
 with a per-leaf mask, ``decay_mask``) cannot run on packed buffers and raise an error saying so:
-put them outside the wrapper.  Leaves whose sharding spans several devices are never packed
-(concatenating them would gather them onto every device); that is known when ``init`` sees
-concrete arrays, so call it eagerly on sharded parameters (under ``jit`` every small leaf is
-packed, which stays correct but gathers).
+put them outside the wrapper.
+
+Sharded leaves.  A leaf split over several devices (fully sharded training, a leaf of a global
+array spread over processes) is never packed: concatenating it would gather it onto every device.
+``init`` decides from what it sees: a concrete array's ``.sharding``, or, under ``jit``, the
+tracer's type ``jax.typeof(x).sharding``, which names the mesh axes a leaf is split over when the
+mesh's axes are ``Explicit`` (``jax.make_mesh``'s default in recent JAX releases, or
+``axis_types=(jax.sharding.AxisType.Explicit,)``).  On a mesh of ``Auto`` axes a tracer does not
+say how XLA will split it; such a leaf is packed (correct, but gathered) unless ``sharded=`` says
+otherwise, so with ``Auto`` meshes call ``init`` eagerly on the placed parameters or pass
+``sharded``.  Replicated and single-device leaves are packed as usual.  Inside ``shard_map`` the
+values are each device's own blocks, so packing them is local.
 """
 
 from __future__ import annotations
@@ -63,13 +71,59 @@ class MultiTensorState(NamedTuple):
     slots: tuple[Any, ...] | None
 
 
-def _is_packable(leaf: Any, max_leaf_size: int) -> bool:
+def _is_packable(leaf: Any, max_leaf_size: int, sharded: bool | None = None) -> bool:
     if not isinstance(leaf, (jax.Array, np.ndarray, np.generic, float, int)):
         return False  # not an array (an Equinox activation function, a placeholder): stays loose
     if not jnp.issubdtype(jnp.result_type(leaf), jnp.floating) or jnp.size(leaf) > max_leaf_size:
         return False
-    sharding = getattr(leaf, "sharding", None)  # concrete arrays only; a tracer has none
-    return sharding is None or len(sharding.device_set) == 1 or sharding.is_fully_replicated
+    if sharded is None:
+        sharded = spans_devices(leaf)
+    return not sharded  # unknown (None: a tracer on a mesh of Auto axes) packs, as before
+
+
+def spans_devices(leaf: Any) -> bool | None:
+    """Whether ``leaf`` is split over several devices: True, False (one device, or a whole copy on
+    each), or None when that is not known (a tracer on a mesh of ``Auto`` axes, whose placement
+    XLA chooses later).
+
+    A concrete array answers from ``.sharding``; a tracer from ``jax.typeof(leaf).sharding``: its
+    spec names the ``Explicit`` mesh axes the leaf is split over (``Manual`` axes, inside
+    ``shard_map``, hold each device's own block and do not count).
+    """
+    if not isinstance(leaf, jax.Array):
+        return False  # host values (NumPy, Python numbers)
+    try:
+        sharding = leaf.sharding  # a concrete array
+    except Exception:  # a tracer: "use jax.typeof(x)"
+        sharding = None
+    else:
+        return not (len(sharding.device_set) == 1 or sharding.is_fully_replicated)
+    typeof = getattr(jax, "typeof", None)
+    try:
+        sharding = typeof(leaf).sharding if typeof is not None else None
+    except Exception:
+        return None
+    mesh, spec = getattr(sharding, "mesh", None), getattr(sharding, "spec", None)
+    if mesh is None or spec is None or getattr(mesh, "empty", True):
+        return None  # no mesh in the type (a single-device or GSPMD placement): not recorded
+    kinds = {name: str(kind).rsplit(".", 1)[-1] for name, kind in zip(mesh.axis_names, getattr(mesh, "axis_types", ()))}
+    used = [a for entry in spec if entry is not None and isinstance(entry, (str, tuple))
+            for a in ((entry,) if isinstance(entry, str) else entry)]
+    if any(kinds.get(a) == "Explicit" and mesh.shape[a] > 1 for a in used):
+        return True
+    if any(kinds.get(a) == "Auto" and mesh.shape[a] > 1 for a in mesh.axis_names):
+        return None  # an Auto axis: the spec does not record how XLA will split the leaf
+    return False
+
+
+def _marks(sharded: Any, params: Any, n: int) -> list[bool]:
+    flags = jax.tree.leaves(sharded(params) if callable(sharded) else sharded)
+    if len(flags) != n:
+        raise ValueError(f"sharded has {len(flags)} leaves but the parameters have {n}: give one bool per leaf")
+    for flag in flags:
+        if not isinstance(flag, (bool, np.bool_)):
+            raise TypeError(f"sharded must hold Python bools (one per parameter leaf), got {flag!r}")
+    return [bool(f) for f in flags]
 
 
 def _layout(leaves: list[Any], slots: tuple[Any, ...]) -> dict[str, list[int]]:
@@ -109,6 +163,7 @@ def multi_tensor(
     *,
     max_leaf_size: int = MAX_LEAF_SIZE,
     min_leaves: int = MIN_LEAVES,
+    sharded: Any = None,
 ) -> GradientTransformation:
     """Run ``inner`` on packed buffers when the tree has many small leaves (see module docstring).
 
@@ -118,6 +173,10 @@ def multi_tensor(
       min_leaves: pack only when at least this many leaves are packable; smaller trees pass
         through unchanged (the state then holds ``inner``'s plain state).  ``min_leaves=1``
         always packs; ``max_leaf_size=0`` never does.
+      sharded: which leaves are split over several devices and so stay loose: a bool pytree
+        with the parameters' structure, or a function ``params -> bools``.  Default: each leaf's
+        own sharding (module docstring); give it for ``init`` under ``jit`` on a mesh of
+        ``Auto`` axes, where a tracer does not tell.
 
     Returns:
       A :class:`~gradchain.GradientTransformationExtraArgs` (extra ``update`` arguments reach
@@ -131,7 +190,8 @@ def multi_tensor(
 
     def init(params):
         leaves = jax.tree.leaves(params)
-        packable = [_is_packable(leaf, max_leaf_size) for leaf in leaves]
+        marks = [None] * len(leaves) if sharded is None else _marks(sharded, params, len(leaves))
+        packable = [_is_packable(leaf, max_leaf_size, mark) for leaf, mark in zip(leaves, marks)]
         if sum(packable) < min_leaves:
             return MultiTensorState(inner.init(params), None)
         offsets: dict[str, int] = {}

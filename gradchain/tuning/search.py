@@ -188,6 +188,10 @@ def _global_names(code: types.CodeType) -> list[str]:
 class TrialStore:
     """Append-only JSON-lines record of finished trials, for one writer at a time.
 
+    In a multi-process job (``jax.distributed``) every process opens the store and keeps every
+    record in memory; only process 0 writes (``writer``), and a store that the processes see
+    differently (a path only process 0 can see) is an error.
+
     A line is only complete once its newline is on disk; a process killed half-way through a
     write leaves a torn last line, which opening the store cuts off (that trial was not
     finished), so the next record starts on a clean line.  The path must be a regular file (or
@@ -195,9 +199,11 @@ class TrialStore:
     error naming the line, so a foreign or damaged file is never half-read.
     """
 
-    def __init__(self, path: str | os.PathLike | None):
+    def __init__(self, path: str | os.PathLike | None, *, writer: bool | None = None):
         self.path = None if path is None else os.fspath(path)
         self.results: dict[str, dict] = {}
+        # In a multi-process job every process computes every result; one writes them down.
+        self.writer = jax.process_index() == 0 if writer is None else bool(writer)
         if self.path is None:
             return
         if os.path.exists(self.path) and not os.path.isfile(self.path):
@@ -223,6 +229,7 @@ class TrialStore:
                         raise ValueError(f"store={self.path!r}, line {number}: a record must be a JSON object with "
                                          f"a string \"id\", got {line.strip()[:60]!r}")
                     self.results[record["id"]] = record
+        _check_same_view(self.path, len(self.results))
 
     def add(self, config: Config, metrics: Metrics, fingerprint: str = "") -> dict:
         return self.add_record({"id": trial_id(config, fingerprint), "config": config, "metrics": metrics})
@@ -233,12 +240,25 @@ class TrialStore:
             raise ValueError(f"a record must be a dict with a string 'id', got {record!r}")
         line = json.dumps(record, allow_nan=True)
         self.results[record["id"]] = record
-        if self.path:
+        if self.path and self.writer:
             with open(self.path, "a", encoding="utf-8") as f:
                 f.write(line + "\n")
                 f.flush()
                 os.fsync(f.fileno())
         return record
+
+
+def _check_same_view(path: str, count: int) -> None:
+    """In a multi-process job, every process must read the same store (a shared filesystem):
+    a store only process 0 can see would make the others redo, and disagree on, every trial."""
+    if jax.process_count() == 1:
+        return
+    from jax.experimental import multihost_utils
+
+    counts = np.asarray(multihost_utils.process_allgather(np.int64(count)))
+    if len(set(counts.tolist())) > 1:
+        raise ValueError(f"store={path!r}: the processes of this job see different stores (records per process: "
+                         f"{counts.tolist()}); put it on a filesystem every process shares")
 
 
 def _drop_torn_tail(path: str) -> None:
@@ -255,7 +275,7 @@ def is_diverged(record: Mapping[str, Any], metric: str | None = None) -> bool:
     return metric is not None and not math.isfinite(record["metrics"].get(metric, math.nan))
 
 
-def run_trials(configs: list[Config], evaluate: Callable[[list[Config]], list[Any]], *,
+def run_trials(configs: list[Config], evaluate: Callable[[list[Any]], list[Any]], *,
                store: str | os.PathLike | TrialStore | None = None, population: int = 8,
                fingerprint: str | None = None, progress: bool | None = None, desc: str = "trials") -> list[dict]:
     """Evaluate the configurations not yet in ``store``, ``population`` at a time.
@@ -295,11 +315,11 @@ def as_record(result: Any) -> dict:
     ``"status"`` (``"diverged"`` when not given and a metric is not finite, else ``"ok"``)."""
     if not isinstance(result, Mapping):
         raise TypeError(f"evaluate must return a dict of metrics (or a record with 'metrics') per config, got {result!r}")
-    record = dict(result) if isinstance(result.get("metrics"), Mapping) else {"metrics": dict(result)}
-    record["metrics"] = {k: float(v) for k, v in record["metrics"].items()}
+    record: dict[str, Any] = dict(result) if isinstance(result.get("metrics"), Mapping) else {"metrics": dict(result)}
+    metrics = {k: float(v) for k, v in record["metrics"].items()}
+    record["metrics"] = metrics
     if "status" not in record:
-        finite = all(math.isfinite(v) for v in record["metrics"].values())
-        record["status"] = "ok" if finite else "diverged"
+        record["status"] = "ok" if all(math.isfinite(v) for v in metrics.values()) else "diverged"
     return record
 
 

@@ -37,7 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gradchain.optimizers import adamw
-from gradchain.protocol import Split, Trainable, check_data, check_labels, check_pair
+from gradchain.protocol import Split, Trainable, check_data, check_labels, check_pair, num_outputs
 from gradchain.schedules import cosine_schedule
 from gradchain.transforms.wrappers import decay_mask
 from gradchain.tuning import curves
@@ -129,7 +129,14 @@ class _Run:
         self.key = jax.random.PRNGKey(settings.seed)
         self.race_key = jax.random.fold_in(self.key, 1)  # every search trial: same init and batches
         self.per_epoch = max(1, len(data.y_train) // min(settings.batch_size, len(data.y_train)))
-        self.report = _Report(out, self._header())
+        self.writer = jax.process_index() == 0  # a multi-process job: one report, one set of pictures
+        self.report = _Report(out, self._header(), writer=self.writer)
+        if jax.process_count() > 1:  # process 0 has made the folder before anyone opens the store
+            from jax.experimental import multihost_utils
+
+            multihost_utils.sync_global_devices("gradchain recipe: report folder")
+        if not self.writer:  # progress bars on process 0 only
+            self.s = settings = settings.replace(progress=False)
         self.store = TrialStore(os.path.join(out, "trials.jsonl"))
         self.decisions: list[dict[str, Any]] = []
         self.start = time.perf_counter()
@@ -210,8 +217,9 @@ class _Run:
                                      self.key, num_examples=5 * small_batch, batch_size=small_batch,
                                      select=self.s.select, mode=self.s.mode, progress=self.s.progress)
         summary["overfit_final_loss"] = float(np.mean(found.losses[-10:]))
-        curves.plot_loss_curves({f"{found.num_examples} examples, regularization off": found.losses},
-                                os.path.join(self.out, "overfit.png"), window=10, title="Step 2: overfit a small sample")
+        if self.writer:
+            curves.plot_loss_curves({f"{found.num_examples} examples, regularization off": found.losses},
+                                    os.path.join(self.out, "overfit.png"), window=10, title="Step 2: overfit a small sample")
         self.section("## 2. Overfit a small sample", "", found.message, "", "![overfit](overfit.png)", "")
 
     def find_rate(self, base, summary) -> float:
@@ -224,7 +232,8 @@ class _Run:
         if found.kind == "none_decreased":
             lr, text = 1e-3, text + "; continuing at 1e-3"
         summary["lr_finder"] = lr
-        _plot_lr_finder(found.rates, found.losses, found.drops, lr, os.path.join(self.out, "lr_finder.png"))
+        if self.writer:
+            _plot_lr_finder(found.rates, found.losses, found.drops, lr, os.path.join(self.out, "lr_finder.png"))
         self.section("## 3. Find a learning rate that makes the loss go down", "", text, "",
                      "![lr finder](lr_finder.png)", "")
         return lr
@@ -273,10 +282,11 @@ class _Run:
                 chosen_best = chosen
             improved = previous is None or self.sign * (value - previous) > s.min_delta
             picture = f"command_center_{round_}.png"
-            curves.command_center([dict(title=_describe(r["config"]) + (" (diverged)" if r.get("status") == "diverged"
-                                                                         else ""), **r["history"]) for r in records],
-                                  os.path.join(self.out, picture), metric=s.select.removeprefix("val_"),
-                                  window=max(1, self.per_epoch // 2))
+            if self.writer:
+                curves.command_center([dict(title=_describe(r["config"]) + (" (diverged)" if r.get("status") == "diverged"
+                                                                             else ""), **r["history"]) for r in records],
+                                      os.path.join(self.out, picture), metric=s.select.removeprefix("val_"),
+                                      window=max(1, self.per_epoch // 2))
             findings = self.read_curves(chosen)
             previous = value if previous is None or self.sign * (value - previous) > 0 else previous
             lines = [f"## 5. Refine, round {round_}: {epochs} epochs, constant learning rate", "",
@@ -321,8 +331,9 @@ class _Run:
         keys = jax.random.split(jax.random.fold_in(self.key, 7), s.ensemble)
         result = train_population(fit, [config] * s.ensemble, keys, strategy=choose_strategy(fit, s.batch_size),
                                   progress=s.progress, desc="7. final members")
-        curves.plot_band(np.asarray(result.losses), os.path.join(self.out, "final.png"), window=self.per_epoch,
-                         title=f"Final stage: {s.ensemble} members, cosine decay, early stopping")
+        if self.writer:
+            curves.plot_band(np.asarray(result.losses), os.path.join(self.out, "final.png"), window=self.per_epoch,
+                             title=f"Final stage: {s.ensemble} members, cosine decay, early stopping")
         best_epochs = ", ".join(str(int(b) // self.per_epoch) for b in np.asarray(result.best_step))
         diverged = int(np.sum(np.asarray(result.diverged)))
         lines = [f"## 7. Final model: {epochs} epochs, cosine decay, early stopping on {s.select}", "",
@@ -341,7 +352,8 @@ class _Run:
         members = jax.tree.map(lambda a: a[keep], (result.params, result.model_state))
         metric = self.s.select.removeprefix("val_")
         arrays = {k: jnp.float32(v) for k, v in config.items()}
-        report = evaluate_ensemble(self.trainable, *members, self.test, arrays, metric=metric,
+        params, states = members
+        report = evaluate_ensemble(self.trainable, params, states, self.test, arrays, metric=metric,
                                    higher_is_better=self.s.mode == "max")
         single, count = float(np.mean(report.members)), int(keep.sum())
         summary["test_single"] = single
@@ -408,9 +420,14 @@ def next_round(findings: list[curves.Finding], chosen: dict, records: list[dict]
 
 
 class _Report:
-    """``out/report.md``, rewritten after every section; partial until :meth:`write` without a reason."""
+    """``out/report.md``, rewritten after every section; partial until :meth:`write` without a reason.
+    Only the writer (process 0 of a multi-process job) touches the folder."""
 
-    def __init__(self, out: str, header: list[str]):
+    def __init__(self, out: str, header: list[str], writer: bool = True):
+        self.writer = writer
+        if not writer:  # another process of a multi-process job: process 0 writes
+            self.path, self.header, self.sections = os.path.join(out, "report.md"), header, []
+            return
         try:
             os.makedirs(out, exist_ok=True)
             probe = os.path.join(out, ".write-test")
@@ -424,11 +441,15 @@ class _Report:
 
     def add(self, lines: list[str]) -> None:
         self.sections.append(lines)
+        if not self.writer:
+            return
         for line in lines:
             print(line, flush=True)
         self.write(partial="still running (a report that stays like this was stopped before the end)")
 
     def write(self, partial: str | None = None) -> None:
+        if not self.writer:
+            return
         lines = list(self.header)
         if partial:
             lines += [f"**Partial report: {partial}.** The sections below are the finished steps.", ""]
@@ -478,10 +499,7 @@ def _check_test(trainable: Trainable, data: Split, test: Any, config: dict) -> t
         raise ValueError(f"test targets of shape {jnp.shape(y)} ({y.dtype}) do not match the training targets "
                          f"{jnp.shape(data.y_train)} ({data.y_train.dtype})")
     if trainable.classification and trainable.predict is not None:
-        params, state = jax.eval_shape(trainable.init, jax.random.PRNGKey(0))
-        first = jax.tree.map(lambda a: a[:1], x)
-        classes = jax.eval_shape(lambda p, s: trainable.predict(p, s, first, config), params, state).shape[-1]
-        check_labels(y, classes, "test[1]")
+        check_labels(y, num_outputs(trainable, x, config), "test[1]")
     return x, y
 
 

@@ -31,7 +31,7 @@ import numpy as np
 
 from gradchain import flat as flat_params
 from gradchain.core import GradientTransformation, apply_updates
-from gradchain.protocol import Split, Trainable, check_data, check_labels
+from gradchain.protocol import Split, Trainable, check_data, check_labels, num_outputs
 from gradchain.tuning.early_stopping import EarlyStopping
 
 
@@ -229,7 +229,7 @@ class Fit:
         if names in self._checked:
             return
         if self.trainable.classification and self.trainable.predict is not None:
-            self._check_classes(config, key)  # before tracing: the loss's own shape error says less
+            self._check_classes(config)  # before tracing: the loss's own shape error says less
         self.reads.clear()
         # a fresh function: a cached trace (after jax.jit(fit) ran) would record no reads
         closed = jax.make_jaxpr(lambda c, k: self(c, k))(dict(config), key)
@@ -250,11 +250,8 @@ class Fit:
                              "the model does not use (bind= / config= in gradchain.adapters)")
         self._checked.add(names)
 
-    def _check_classes(self, config, key) -> None:
-        params, state = jax.eval_shape(self.trainable.init, key)
-        first = jax.tree.map(lambda a: a[:1], self.x_train)
-        out = jax.eval_shape(lambda p, s, c: self.trainable.predict(p, s, first, c), params, state, dict(config))
-        classes = jnp.shape(out)[-1]
+    def _check_classes(self, config) -> None:
+        classes = num_outputs(self.trainable, self.x_train, config)
         for name, y in (("data.y_train", self.y_train), ("data.y_val", self.y_val)):
             check_labels(y, classes, name)
 
@@ -492,8 +489,11 @@ def train_population(
     ``strategy``: ``"vmap"`` (batched), ``"map"`` (members one after another inside one program)
     or ``"sequential"`` (one compiled single-run program called per member); see
     :func:`choose_strategy`.  With several devices and a population divisible by their number,
-    the population axis is sharded across devices.  ``progress`` (default: on a terminal) shows a
-    bar that advances with every evaluation chunk, the chunks then being driven from the host.
+    the population axis is sharded across devices; with several processes (``jax.distributed``)
+    across the devices of all of them, the results then gathered onto every process (a population
+    that the global device count does not divide is an error there; ``docs/scaling_out.md``).
+    ``progress`` (default: on a terminal) shows a bar that advances with every evaluation chunk,
+    the chunks then being driven from the host.
     A :class:`Fit` first checks that every config key is read by the run.
 
     ``configs``: a dict of arrays with one entry per member (:func:`stack_configs`) or a list of
@@ -505,38 +505,34 @@ def train_population(
     if not isinstance(configs, Mapping):
         raise TypeError(f"configs must be a dict name -> array (one entry per member) or a list of dicts, got "
                         f"{type(configs).__name__}")
+    stacked: dict[str, Any] = dict(configs)
     keys = _check_keys(keys)
-    sizes = {name: jnp.shape(v)[0] if jnp.ndim(v) else None for name, v in configs.items()}
+    sizes = {name: jnp.shape(v)[0] if jnp.ndim(v) else None for name, v in stacked.items()}
     k = len(keys)
     bad = {name: s for name, s in sizes.items() if s != k}
     if bad:
         raise ValueError(f"every config array must have one entry per key ({k}), got sizes {bad}")
     if strategy not in ("vmap", "map", "sequential"):
         raise ValueError(f"strategy must be 'vmap', 'map' or 'sequential', got {strategy!r}")
-    configs = dict(configs)
     if isinstance(fit, Fit):
-        fit.check_config({name: v[0] for name, v in configs.items()}, keys[0])
-    devices = jax.devices()
-    if len(devices) > 1 and k % len(devices) == 0:
-        mesh = jax.sharding.Mesh(np.array(devices), ("population",))
-        sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("population"))
-        configs, keys = jax.device_put((configs, keys), sharding)
+        fit.check_config({name: v[0] for name, v in stacked.items()}, keys[0])
+    stacked, keys = _placed(stacked, keys, k, strategy)
     from gradchain.tuning.progress import progress_bar, wants_progress
 
     per_step = isinstance(fit, Fit) and fit.has_conv and jax.default_backend() == "cpu"
     if isinstance(fit, Fit) and (wants_progress(progress) or per_step):
         with progress_bar(total=fit.num_chunks * k, desc=desc, enable=progress, unit="eval") as bar:
             if strategy == "sequential":
-                runs = [_driven(fit, {n: v[i] for n, v in configs.items()}, keys[i], None, bar, 1, per_step)
+                runs = [_driven(fit, {n: v[i] for n, v in stacked.items()}, keys[i], None, bar, 1, per_step)
                         for i in range(k)]
                 return jax.tree.map(lambda *xs: jnp.stack(xs), *runs)
-            return _driven(fit, configs, keys, strategy, bar, k, per_step)
+            return _gathered(_driven(fit, stacked, keys, strategy, bar, k, per_step))
     if strategy == "vmap":
-        return _vmapped(fit)(configs, keys)
+        return _gathered(_vmapped(fit)(stacked, keys))
     if strategy == "map":
-        return _mapped(fit)(configs, keys)
+        return _gathered(_mapped(fit)(stacked, keys))
     single = _single(fit)
-    runs = [single({name: v[i] for name, v in configs.items()}, keys[i]) for i in range(k)]
+    runs = [single({name: v[i] for name, v in stacked.items()}, keys[i]) for i in range(k)]
     return jax.tree.map(lambda *xs: jnp.stack(xs), *runs)
 
 
@@ -605,6 +601,45 @@ def _check_keys(keys: Any) -> jax.Array:
                          f"or (K,) typed keys; got shape {keys.shape} {keys.dtype}"
                          f"{' — one key for several configs: jax.random.split(key, K)' if keys.ndim == 1 and not typed else ''}")
     return keys
+
+
+def _placed(configs, keys, k: int, strategy: str):
+    """The population axis split over all devices when their number divides it.
+
+    Several processes (``jax.distributed``): ``jax.devices()`` is every process's devices, so the
+    members are split over the global mesh, each process filling its own devices from the values
+    that all of them hold alike; a population that the global device count does not divide is an
+    error (each process would otherwise train every member itself).  ``"sequential"`` runs every
+    member on every process, one after another, unsplit.
+    """
+    devices = jax.devices()
+    multi = jax.process_count() > 1
+    if multi and strategy == "sequential":
+        return configs, keys
+    if multi and k % len(devices):
+        raise ValueError(
+            f"a population of {k} members cannot be split over the {len(devices)} devices of "
+            f"{jax.process_count()} processes: use a multiple of {len(devices)} members (pad with copies "
+            f"of a config and drop their results), or strategy='sequential' (every process trains every member)"
+        )
+    if len(devices) > 1 and k % len(devices) == 0:
+        mesh = jax.sharding.Mesh(np.array(devices), ("population",))
+        sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("population"))
+        if multi:
+            from gradchain.distributed import place
+
+            return place((configs, keys), sharding)
+        return jax.device_put((configs, keys), sharding)
+    return configs, keys
+
+
+def _gathered(result: RunResult) -> RunResult:
+    """With several processes, the population's results on every process (a collective)."""
+    if jax.process_count() == 1:
+        return result
+    from gradchain.distributed import gather
+
+    return jax.tree.map(jnp.asarray, gather(result))
 
 
 def _driven(fit: Fit, configs, keys, strategy, bar, members, per_step) -> RunResult:
