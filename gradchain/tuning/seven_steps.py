@@ -46,7 +46,7 @@ from gradchain.tuning.lr_finder import DEFAULT_RATES, lr_finder
 from gradchain.tuning.sanity import check_initial_loss, overfit_small_sample
 from gradchain.tuning.search import LogUniform, TrialStore, Uniform, best, check_space, refine, run_trials, sample
 from gradchain.tuning.settings import RecipeSettings
-from gradchain.tuning.training import check_trainable, choose_strategy, make_fit, population_evaluate, train_population
+from gradchain.tuning.training import check_trainable, choose_strategy, make_fit, population_evaluate, train_padded
 
 REGULARIZERS = ("weight_decay", "dropout", "augment", "l2", "l1", "mixup", "cutout", "drop_path")
 CAPS = {"dropout": 0.7, "augment": 1.0, "drop_path": 0.5, "mixup": 1.0}  # widening never passes these
@@ -329,8 +329,8 @@ class _Run:
         epochs = s.epochs["final"]
         fit = self.stage(epochs, patience=10, schedule=True)
         keys = jax.random.split(jax.random.fold_in(self.key, 7), s.ensemble)
-        result = train_population(fit, [config] * s.ensemble, keys, strategy=choose_strategy(fit, s.batch_size),
-                                  progress=s.progress, desc="7. final members")
+        result = train_padded(fit, [config] * s.ensemble, keys, strategy=choose_strategy(fit, s.batch_size),
+                              progress=s.progress, desc="7. final members")
         if self.writer:
             curves.plot_band(np.asarray(result.losses), os.path.join(self.out, "final.png"), window=self.per_epoch,
                              title=f"Final stage: {s.ensemble} members, cosine decay, early stopping")

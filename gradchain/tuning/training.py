@@ -536,6 +536,20 @@ def train_population(
     return jax.tree.map(lambda *xs: jnp.stack(xs), *runs)
 
 
+def train_padded(fit: Fit, configs: list[Mapping[str, float]], keys: jax.Array, **options: Any) -> RunResult:
+    """:func:`train_population` of any number of members: in a multi-process job, where the
+    member axis must split evenly over the global devices, the population is padded with copies
+    of its last member (config and key) and their results dropped; in one process it is
+    ``train_population`` itself."""
+    devices, k = jax.device_count(), len(configs)
+    extra = (-k) % devices if jax.process_count() > 1 and options.get("strategy") != "sequential" else 0
+    if not extra:
+        return train_population(fit, configs, keys, **options)
+    keys = jnp.concatenate([keys, jnp.broadcast_to(keys[-1], (extra,) + keys.shape[1:])])
+    result = train_population(fit, list(configs) + [configs[-1]] * extra, keys, **options)
+    return jax.tree.map(lambda a: a[:k], result)
+
+
 class PopulationEvaluate:
     """``evaluate(configs) -> records`` for :func:`gradchain.tuning.run_trials`: the configs trained
     as one population of ``fit`` (see :func:`population_evaluate`)."""
@@ -556,8 +570,8 @@ class PopulationEvaluate:
 
     def __call__(self, configs: list[Mapping[str, float]]) -> list[dict]:
         keys = jnp.broadcast_to(self.key, (len(configs),) + self.key.shape)  # same init and batches: a fair race
-        result = train_population(self.fit, list(configs), keys, strategy=self.strategy, progress=self.progress,
-                                  desc=self.desc)
+        result = train_padded(self.fit, list(configs), keys, strategy=self.strategy, progress=self.progress,
+                              desc=self.desc)
         self.last = result
         return [run_record(result, j, history=self.history) for j in range(len(configs))]
 
