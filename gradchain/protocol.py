@@ -280,6 +280,16 @@ def check_pair(x: Any, y: Any, x_name: str, y_name: str) -> tuple[Any, jax.Array
     return x, y
 
 
+def num_outputs(trainable: Trainable, x: Any, config: Config) -> int:
+    """The width of ``trainable.predict``'s output for inputs like ``x`` (from shapes: nothing runs)."""
+    predict = trainable.predict
+    if predict is None:
+        raise ValueError("trainable.predict is None: the number of outputs is unknown")
+    params, state = jax.eval_shape(trainable.init, jax.random.PRNGKey(0))
+    first = jax.tree.map(lambda a: a[:1], x)
+    return int(jax.eval_shape(lambda p, s: predict(p, s, first, dict(config)), params, state).shape[-1])
+
+
 def check_labels(y: jax.Array, num_classes: int, name: str = "y") -> None:
     """Integer class ids in ``0 .. num_classes-1`` (a -1 would silently index the last class, a 10
     of 3 classes give a NaN loss), or probability rows of width ``num_classes``; else a ValueError

@@ -10,10 +10,9 @@ import pytest
 from flax import nnx
 
 import gradchain as gc
-from gradchain import Split
-from gradchain import tuning
-from gradchain.flax import linen as glinen, nnx as gnnx
+from gradchain import Split, tuning
 from gradchain.examples.models import mlp_apply, mlp_init
+from gradchain.flax import linen as glinen, nnx as gnnx
 
 KEY = jax.random.PRNGKey(0)
 X = jax.random.normal(jax.random.PRNGKey(1), (64, 6))

@@ -17,8 +17,7 @@ import pytest
 from flax import nnx
 
 import gradchain as gc
-from gradchain import tuning
-from gradchain import Split
+from gradchain import Split, tuning
 from gradchain.examples.digits import digits, digits_images
 from gradchain.examples.models import mlp_model
 from gradchain.flax import nnx as gnnx
