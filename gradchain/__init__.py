@@ -35,7 +35,7 @@ from gradchain.core import (
 from gradchain.curvature import *
 from gradchain.hyper import Hyperparameter, Schedule, get_hyperparams, set_hyperparams
 from gradchain.multi_tensor import MultiTensorState, Packed, multi_tensor
-from gradchain.optimizers import adagrad, adam, adamw, nadam, rmsprop, sgd
+from gradchain.optimizers import adagrad, adam, adamw, inject_hyperparams, nadam, rmsprop, sgd
 from gradchain.protocol import Model, Split, Trainable, check_data, from_function, supervised
 from gradchain.regularizers import *
 from gradchain.schedules import *
@@ -75,6 +75,7 @@ __all__ = [
     "flat",
     "get_hyperparams",
     "identity",
+    "inject_hyperparams",
     "multi_tensor",
     "nadam",
     "reset_state",

@@ -37,6 +37,13 @@ def float_dtype() -> jnp.dtype:
     return jnp.result_type(float)
 
 
+#: Steps at which :func:`check` probes a schedule when asked to look beyond step 0: every step up
+#: to 16, then the powers of two up to 2²⁴ (~1.7e7 updates).  A grid, not a proof: a schedule can
+#: still leave its interval between two probes, so the transformations that need a valid value at
+#: every step (K-FAC's damping) also guard it when they update.
+PROBE_STEPS: tuple[int, ...] = tuple(range(17)) + tuple(2**k for k in range(5, 25))
+
+
 def check(
     name: str,
     value: Any,
@@ -45,12 +52,16 @@ def check(
     high: float | None = None,
     low_open: bool = False,
     high_open: bool = False,
+    steps: tuple[int, ...] = (0,),
 ) -> Hyperparameter:
     """Validate a hyperparameter at construction time and return it unchanged.
 
     Concrete numbers and arrays must be real, finite and inside the interval given by
-    ``low``/``high`` (closed unless ``low_open``/``high_open``).  Schedules are checked at step 0.
-    Traced values (inside ``jit``/``vmap``) cannot be inspected and are accepted as they are.
+    ``low``/``high`` (closed unless ``low_open``/``high_open``).  A schedule is evaluated at each
+    of ``steps`` (default: step 0 only; :data:`PROBE_STEPS` for a grid) and every value checked;
+    a schedule that raises at step 0 is refused, one that raises at a later (concrete Python int)
+    step is not checked there.  Traced values (inside ``jit``/``vmap``) cannot be inspected and
+    are accepted as they are.
     """
     if _is_schedule(value):
         try:
@@ -61,6 +72,14 @@ def check(
                 f"raised {type(err).__name__}: {err}"
             ) from err
         check_value(f"{name}(0)", probe, low, high, low_open, high_open)
+        for step in steps:
+            if step == 0:
+                continue
+            try:
+                probe = value(step)
+            except Exception:
+                continue
+            check_value(f"{name}({step})", probe, low, high, low_open, high_open)
         return value
     check_value(name, value, low, high, low_open, high_open)
     return value

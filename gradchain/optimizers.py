@@ -6,13 +6,33 @@ packs the small leaves of a tree with many of them into one buffer per dtype (an
 tree as it is), so that step and compile time do not grow with the number of leaves.  All
 hyperparameters may be numbers, arrays (``vmap`` a population over them) or schedules, and can be
 read and set with ``get_hyperparams`` / ``set_hyperparams``.
+
+**Changing hyperparameters during training.**  The state is the one place the values live: the
+constructor's arguments are the *initial* values (or schedules), and every update reads the
+values from the state.  The supported ways, in order of preference:
+
+* a schedule as the argument (``gc.adam(gc.cosine_schedule(1e-3, 10_000))``);
+* ``state = gc.set_hyperparams(state, learning_rate=1e-4)`` between steps (no recompile);
+* :func:`inject_hyperparams`, the drop-in for ``optax.inject_hyperparams`` when porting code
+  that reads or writes ``state.hyperparams[...]``; it drives gradchain's optimizers *and*
+  Optax's.
+
+``optax.inject_hyperparams(gc.adam)(...)`` is not supported beyond its first step: Optax's
+wrapper rebuilds the optimizer with the current values at every update and expects that object to
+use them, but a gradchain optimizer takes them from its state, where the *initial* injected values
+were stored.  So the injected values at ``init`` are used, while later edits of Optax's
+``state.hyperparams`` and Optax-side schedules do not reach the step.  (Telling Optax's wrapper
+apart from a user passing arrays would need inspecting the caller; gradchain does not.)
+``gc.set_hyperparams`` on such a state still works: it sets the values inside.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 import numbers
-import sys
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -53,6 +73,10 @@ def sgd(
     ``x -= lr · g``; with momentum ``v = ρv + g; x -= lr · v``; with Nesterov
     ``x -= lr · (g + ρ v)``.
 
+    Hyperparameters are read from the state at each update: change them with a schedule or
+    ``gc.set_hyperparams``; port ``optax.inject_hyperparams`` code with :func:`inject_hyperparams`
+    (Optax's own wrapper reaches only the initial values: see the module docstring).
+
     Args:
       learning_rate: α ≥ 0: a number, an array or a schedule ``step -> value``.
       momentum: ρ in [0, 1); ``0`` or ``None`` (Optax's default) keep no velocity.
@@ -73,10 +97,9 @@ def sgd(
     """
     if momentum is None:
         momentum = 0.0
-    values = {"learning_rate": learning_rate, "momentum": momentum}
     if hyper.is_zero(momentum) and not nesterov:
         return _front(
-            multi_tensor(chain(scale_by_learning_rate(learning_rate))), "sgd", values, stateless=True
+            multi_tensor(chain(scale_by_learning_rate(learning_rate))), "sgd", stateless=True
         )
     return _front(
         multi_tensor(
@@ -86,7 +109,6 @@ def sgd(
             )
         ),
         "sgd",
-        values,
         stateless=False,
     )
 
@@ -102,6 +124,10 @@ def adagrad(
 
         s += g²;   x -= lr · g / (√s + eps)
 
+    Hyperparameters are read from the state at each update: change them with a schedule or
+    ``gc.set_hyperparams``; port ``optax.inject_hyperparams`` code with :func:`inject_hyperparams`
+    (Optax's own wrapper reaches only the initial values: see the module docstring).
+
     Args:
       learning_rate: α ≥ 0: a number, an array or a schedule.
       eps: > 0, added outside the square root (the lecture's form).
@@ -112,7 +138,6 @@ def adagrad(
     Returns:
       A gradient transformation (state: the sum of squares, eps and the learning rate).
     """
-    values = {"learning_rate": learning_rate, "eps": eps}
     return _front(
         multi_tensor(
             chain(
@@ -125,7 +150,6 @@ def adagrad(
             )
         ),
         "adagrad",
-        values,
         stateless=False,
     )
 
@@ -145,6 +169,10 @@ def rmsprop(
     Centred (Graves, 2013, eq. 38-40): also ``m = ρm + (1-ρ)g`` and
     ``x -= lr · g / (√(v - m²) + eps)``.
 
+    Hyperparameters are read from the state at each update: change them with a schedule or
+    ``gc.set_hyperparams``; port ``optax.inject_hyperparams`` code with :func:`inject_hyperparams`
+    (Optax's own wrapper reaches only the initial values: see the module docstring).
+
     Args:
       learning_rate: α ≥ 0: a number, an array or a schedule.
       decay: ρ in [0, 1).
@@ -157,7 +185,6 @@ def rmsprop(
     """
     if not isinstance(centered, bool):
         raise TypeError(f"centered must be a bool, got {centered!r}")
-    values = {"learning_rate": learning_rate, "decay": decay, "eps": eps}
     dtype = _accumulators(dtype=accumulator_dtype)
     scaling = (
         scale_by_centred_rms(decay, eps, dtype=dtype) if centered else scale_by_rms(decay, eps, dtype=dtype)
@@ -165,7 +192,6 @@ def rmsprop(
     return _front(
         multi_tensor(chain(scaling, scale_by_learning_rate(learning_rate))),
         "rmsprop",
-        values,
         stateless=False,
     )
 
@@ -187,6 +213,10 @@ def adam(
         m = b1·m + (1-b1)·g;   v = b2·v + (1-b2)·g²
         m̂ = m / (1 - b1^t);    v̂ = v / (1 - b2^t)
         x -= lr · m̂ / (√(v̂ + eps_root) + eps)
+
+    Hyperparameters are read from the state at each update: change them with a schedule or
+    ``gc.set_hyperparams``; port ``optax.inject_hyperparams`` code with :func:`inject_hyperparams`
+    (Optax's own wrapper reaches only the initial values: see the module docstring).
 
     Args:
       learning_rate: α ≥ 0: a number, an array or a schedule.
@@ -216,7 +246,6 @@ def adam(
       >>> int(gc.tree_get(state, "count")), float(gc.tree_get(state, "b2"))
       (1, 0.9990000128746033)
     """
-    values = {"learning_rate": learning_rate, "b1": b1, "b2": b2, "eps": eps, "eps_root": eps_root}
     return _front(
         multi_tensor(
             chain(
@@ -234,7 +263,6 @@ def adam(
             )
         ),
         "adam",
-        values,
         stateless=False,
     )
 
@@ -250,6 +278,10 @@ def nadam(
     nu_dtype: Any = None,
 ) -> GradientTransformationExtraArgs:
     """NAdam: ``adam(..., nesterov=True)`` (Dozat, 2016), the form of ``optax.nadam``.
+
+    Hyperparameters are read from the state at each update: change them with a schedule or
+    ``gc.set_hyperparams``; port ``optax.inject_hyperparams`` code with :func:`inject_hyperparams`
+    (Optax's own wrapper reaches only the initial values: see the module docstring).
 
     Args:
       learning_rate: α ≥ 0: a number, an array or a schedule.
@@ -287,6 +319,10 @@ def adamw(
     The decay is multiplied by the learning rate, as in ``torch.optim.AdamW`` and
     ``optax.adamw``.
 
+    Hyperparameters are read from the state at each update: change them with a schedule or
+    ``gc.set_hyperparams``; port ``optax.inject_hyperparams`` code with :func:`inject_hyperparams`
+    (Optax's own wrapper reaches only the initial values: see the module docstring).
+
     Args:
       learning_rate: α ≥ 0: a number, an array or a schedule.
       b1: decay of the first moment, in [0, 1).
@@ -302,8 +338,6 @@ def adamw(
     Returns:
       A gradient transformation.
     """
-    values = {"learning_rate": learning_rate, "b1": b1, "b2": b2, "eps": eps, "eps_root": eps_root,
-              "weight_decay": weight_decay}
     adam_step = scale_by_adam(b1, b2, eps, eps_root=eps_root, mu_dtype=mu_dtype, nu_dtype=nu_dtype)
     if mask is not None:
         tx: GradientTransformation = chain(
@@ -315,7 +349,7 @@ def adamw(
         tx = multi_tensor(
             chain(adam_step, add_decayed_weights(weight_decay), scale_by_learning_rate(learning_rate))
         )
-    return _front(tx, "adamw", values, stateless=False)
+    return _front(tx, "adamw", stateless=False)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -371,44 +405,154 @@ def _prepare(tree: Any) -> Any:
     return jax.tree.map(convert, tree)
 
 
-def _called_by_optax_inject() -> bool:
-    """True when the optimizer is being built by ``optax.inject_hyperparams``'s init or update
-    (which call the factory with the current hyperparameter values)."""
-    frame = sys._getframe(2)
-    for _ in range(6):
-        if frame is None:
-            return False
-        code = frame.f_code
-        if code.co_name in ("init_fn", "update_fn") and "optax" in code.co_filename and (
-            "inject" in code.co_filename
-        ):
-            return True
-        frame = frame.f_back
-    return False
-
-
 def _front(
-    tx: GradientTransformation, optimizer: str, values: dict[str, Any], *, stateless: bool
+    tx: GradientTransformation, optimizer: str, *, stateless: bool
 ) -> GradientTransformationExtraArgs:
     """Wrap a named optimizer: checked parameters, NumPy inputs converted, non-array leaves
-    passed through (when ``stateless``), extra arguments forwarded, and the hyperparameters that
-    ``optax.inject_hyperparams`` passes to the constructor honoured at each update."""
-    injected = (
-        {k: v for k, v in values.items() if v is not None and not callable(v)}
-        if _called_by_optax_inject()
-        else {}
-    )
+    passed through (when ``stateless``), extra arguments forwarded.
+
+    Its behaviour depends only on its arguments and the state: the hyperparameters are read from
+    the state at every update (never from who built the optimizer or from where).
+    """
 
     def init(params):
         _check_params(params, optimizer, stateless)
         return tx.init(_prepare(params))
 
     def update(updates, state, params=None, **extra_args):
-        if injected:
-            known = hyper.get_hyperparams(state)
-            state = hyper.set_hyperparams(state, **{k: v for k, v in injected.items() if k in known})
         return tx.update(
             _prepare(updates), state, _prepare(params), **accepted_extra_args(tx.update, extra_args)
         )
 
     return GradientTransformationExtraArgs(init, update)
+
+
+# ---------------------------------------------------------------------------------------------
+# inject_hyperparams: Optax's wrapper, made explicit for state-held hyperparameters.
+
+
+class InjectHyperparamsState(NamedTuple):
+    """The state of :func:`inject_hyperparams`: Optax's ``InjectHyperparamsState`` layout.
+
+    ``hyperparams`` holds the values the *next* update uses (gradchain's convention, as
+    :func:`gradchain.get_hyperparams`; for a schedule, the schedule at ``count``).
+    """
+
+    count: jax.Array  # pyright: ignore[reportIncompatibleMethodOverride] - a field, as in Optax
+    hyperparams: dict
+    inner_state: Any
+
+
+def _split_arguments(bound: inspect.BoundArguments, static: set[str]) -> tuple[dict, dict, dict]:
+    """``(numeric, schedules, other)``: what is stored and injected, what is evaluated per step,
+    and what is passed to the factory unchanged (flags, dtypes, masks, ``static_args``)."""
+    numeric, schedules, other = {}, {}, {}
+    for name, value in bound.arguments.items():
+        if name in static or isinstance(value, (bool, np.bool_)) or value is None:
+            other[name] = value
+        elif callable(value) and not isinstance(value, (jax.Array, np.ndarray)):
+            schedules[name] = value
+        elif isinstance(value, (numbers.Real, jax.Array, np.ndarray, np.generic)):
+            numeric[name] = value
+        else:
+            other[name] = value
+    return numeric, schedules, other
+
+
+def _as_hyperparameter(value: Any, dtype: Any) -> jax.Array:
+    """A stored hyperparameter: floats in ``dtype``, integers as they are (as Optax)."""
+    value = hyper.unwrap(value)
+    if jnp.issubdtype(jnp.result_type(value), jnp.floating):
+        return jnp.asarray(value, dtype)
+    return jnp.asarray(value)
+
+
+def _push(inner_state: Any, values: dict[str, Any]) -> Any:
+    """Write ``values`` into the inner state where it holds hyperparameters of those names."""
+    known = hyper.get_hyperparams(inner_state)
+    shared = {name: value for name, value in values.items() if name in known}
+    return hyper.set_hyperparams(inner_state, **shared) if shared else inner_state
+
+
+def inject_hyperparams(
+    inner_factory: Callable[..., Any],
+    static_args: str | Iterable[str] = (),
+    hyperparam_dtype: Any = None,
+) -> Callable[..., GradientTransformationExtraArgs]:
+    """``optax.inject_hyperparams`` for gradchain: hyperparameters in ``state.hyperparams``.
+
+    ``inject_hyperparams(gc.adam)(learning_rate=schedule)`` returns a transformation whose state
+    is ``InjectHyperparamsState(count, hyperparams, inner_state)``, as Optax's.  At every update
+    the values in ``state.hyperparams`` (edited by hand or by ``gc.set_hyperparams``; schedules
+    evaluated at ``count``) are used twice, so that both kinds of inner transformation follow them:
+
+    * written into the inner state (``gc.set_hyperparams``) under the names it holds — how a
+      gradchain optimizer, which reads its hyperparameters from its state, sees them;
+    * passed to ``inner_factory`` to build this step's transformation — how an Optax one sees
+      them.
+
+    The behaviour depends only on the arguments and the state, never on who calls it.  With a
+    gradchain optimizer the numbers are those of the optimizer given the same values directly
+    (``inject_hyperparams(gc.sgd)(learning_rate=s)`` steps as ``gc.sgd(s)``).
+
+    Args:
+      inner_factory: builds the transformation from its hyperparameters (``gc.adam``,
+        ``optax.adam``, a function of your own).
+      static_args: names of callable arguments that are not schedules (passed unchanged).
+      hyperparam_dtype: the dtype of the stored floating hyperparameters (default: gradchain's
+        float dtype, float32 or float64 under x64; gradchain optimizers cast to their own).
+
+    Returns:
+      A function with ``inner_factory``'s arguments (numbers, arrays or schedules ``step ->
+      value``) returning a :class:`gradchain.GradientTransformationExtraArgs`.
+
+    Raises:
+      ValueError: ``static_args`` names an argument ``inner_factory`` does not have.
+
+    Example:
+      >>> import jax.numpy as jnp, gradchain as gc
+      >>> from gradchain.optimizers import inject_hyperparams
+      >>> tx = inject_hyperparams(gc.sgd)(learning_rate=0.1)
+      >>> state = tx.init(jnp.zeros(2))
+      >>> state.hyperparams["learning_rate"] = 0.0     # Optax's idiom: honoured
+      >>> tx.update(jnp.ones(2), state)[0]
+      Array([-0., -0.], dtype=float32)
+    """
+    static = {static_args} if isinstance(static_args, str) else set(static_args)
+    signature = inspect.signature(inner_factory)
+    if not static <= set(signature.parameters):
+        raise ValueError(
+            f"static_args must name arguments of {getattr(inner_factory, '__name__', inner_factory)!r}, "
+            f"got {sorted(static - set(signature.parameters))}; it has {list(signature.parameters)}"
+        )
+
+    def wrapped(*args: Any, **kwargs: Any) -> GradientTransformationExtraArgs:
+        bound = signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        numeric, schedules, other = _split_arguments(bound, static)
+        dtype = hyperparam_dtype or hyper.float_dtype()
+
+        def values_at(stored: dict, count: Any) -> dict:
+            now = {name: _as_hyperparameter(stored[name], dtype) for name in numeric}
+            now.update({name: _as_hyperparameter(s(count), dtype) for name, s in schedules.items()})
+            return now
+
+        def init(params):
+            count = jnp.zeros([], jnp.int32)
+            values = values_at(numeric, count)
+            inner = inner_factory(**other, **values)
+            return InjectHyperparamsState(count, values, _push(inner.init(params), values))
+
+        def update(updates, state, params=None, **extra_args):
+            values = values_at(state.hyperparams, state.count)
+            inner = inner_factory(**other, **values)
+            inner_state = _push(state.inner_state, values)
+            updates, inner_state = inner.update(
+                updates, inner_state, params, **accepted_extra_args(inner.update, extra_args)
+            )
+            count = hyper.increment(state.count)
+            return updates, InjectHyperparamsState(count, values_at(values, count), inner_state)
+
+        return GradientTransformationExtraArgs(init, update)
+
+    return functools.wraps(inner_factory)(wrapped)

@@ -316,10 +316,10 @@ def short_repr(x: Any, depth: int = 0) -> str:
 
 
 def _install_reprs() -> None:
-    from gradchain import core
+    from gradchain import core, optimizers
     from gradchain.transforms import adaptive, clipping, decay, momentum, scaling, wrappers
 
-    for module in (core, adaptive, clipping, decay, momentum, scaling, wrappers):
+    for module in (core, optimizers, adaptive, clipping, decay, momentum, scaling, wrappers):
         for value in vars(module).values():
             if isinstance(value, type) and issubclass(value, tuple) and hasattr(value, "_fields"):
                 if value.__module__ == module.__name__:

@@ -16,6 +16,8 @@ PARAMS = random_tree(jax.random.PRNGKey(0))
 def test_every_hyperparameter_is_readable_by_its_name():
     state = gc.adamw(2e-3, b1=0.8, b2=0.99, eps=1e-6, weight_decay=1e-2).init(PARAMS)
     values = {k: float(v) for k, v in gc.get_hyperparams(state).items()}
+    # stored as float32: each value is its decimal rounded once, ≤ U32 = 6e-8 relative, far inside
+    # approx's default rel=1e-6 (no arithmetic, so no CPU dependence)
     assert values == pytest.approx(
         {"learning_rate": 2e-3, "b1": 0.8, "b2": 0.99, "eps": 1e-6, "weight_decay": 1e-2}
     )
@@ -32,7 +34,8 @@ def test_a_schedule_shows_the_value_the_next_step_uses():
         grads = jax.tree.map(jnp.ones_like, PARAMS)
         updates, state = tx.update(grads, state, PARAMS)
         seen.append(-float(updates["scale"]))  # the step taken is -lr * 1
-        assert seen[-1] == pytest.approx(lr)
+        assert seen[-1] == pytest.approx(lr)  # -(lr·1) is exact in float32: equal in fact
+    # float32 of 1/(1 + step): one division, ≤ U32 = 6e-8 relative; approx's default rel=1e-6
     assert seen == pytest.approx([1.0, 1 / 2, 1 / 3, 1 / 4])
 
 
@@ -54,6 +57,7 @@ def test_setting_the_learning_rate_between_steps_does_not_recompile():
         state = gc.set_hyperparams(state, learning_rate=10.0 ** -(i + 1))
         params, state = step(params, state, k)
     assert len(traces) == 1
+    # float32(1e-6): one rounding, ≤ U32 relative; approx's default rel=1e-6
     assert float(gc.get_hyperparams(state)["learning_rate"]) == pytest.approx(1e-6)
 
 
@@ -99,3 +103,14 @@ def test_float64_hyperparameters_under_x64():
 def test_increment_saturates_instead_of_wrapping():
     top = jnp.array(jnp.iinfo(jnp.int32).max, jnp.int32)
     assert int(hyper.increment(top)) == int(top)
+
+
+def test_schedule_checked_on_a_grid_of_steps_when_asked():
+    # K-FAC's damping uses hyper.PROBE_STEPS: a schedule that leaves its interval after step 0 is
+    # refused naming the step; one that cannot be evaluated at a later concrete step is not
+    with pytest.raises(ValueError, match=r"damping\(2\) must be in \(0, inf\], got -0.5"):
+        hyper.check("damping", lambda t: 1.0 - 0.75 * t, low=0.0, low_open=True, steps=hyper.PROBE_STEPS)
+    table = np.array([0.1, 0.2, 0.3])
+    assert hyper.check("lr", lambda t: table[t], low=0.0, steps=hyper.PROBE_STEPS) is not None
+    # the default probes step 0 only (every optimizer's hyperparameters, unchanged)
+    hyper.check("learning_rate", lambda t: 1.0 - 0.75 * t, low=0.0)

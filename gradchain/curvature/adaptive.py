@@ -8,10 +8,13 @@ model (§7), Levenberg–Marquardt adaptation of the damping (§6.5), as one pur
 Step ``k`` at parameters ``θ`` with objective ``h`` (the loss function, which includes any L2
 term ``(η/2)‖θ‖²`` whose coefficient is passed as ``l2_reg = η``):
 
-1. ``h(θ)``, ``∇h`` and the batch factors in one pass (:mod:`.statistics`); the factors' moving
-   average (:func:`.precondition.average_factors`); every ``refresh_every`` steps the π-damped
-   inverses at damping ``λ_k + η`` (§6.3).
-2. ``Δ_k = (F̂ + (λ_k + η) I)⁻¹ ∇h`` block by block.
+1. ``h(θ)``, ``∇h`` and the batch factors in one pass (:mod:`.statistics`).
+2. ``Δ_k = (F̂ + (λ_k + η) I)⁻¹ ∇h`` block by block: one update of :func:`.kfac_precondition`
+   (``inverse="pi"``, the optimizer's ``ema_decay`` and ``refresh_every``) at damping
+   ``λ_k + η`` — the factors' moving average and, every ``refresh_every`` steps, the π-damped
+   inverses (§6.3).  The optimizer *is* that preconditioner plus steps 3–4: its state holds the
+   preconditioner's (``count``, ``factors``, ``factor_weight``, ``inverses``) with ``λ_k`` in
+   ``damping`` instead of a hyperparameter dict.
 3. With ``v = (Δ_k, δ_{k-1})``, the exact Gauss-Newton products ``C_ij = v_iᵀ Ĝ v_j`` on the batch
    (one forward-mode pass per vector), ``D_ij = v_iᵀ v_j`` and ``b_i = ∇hᵀ v_i``, minimise the
    damped quadratic model
@@ -28,7 +31,10 @@ term ``(η/2)‖θ‖²`` whose coefficient is passed as ``l2_reg = η``):
 With ``adapt_damping=False`` the damping stays at ``initial_damping`` (no extra evaluation of
 ``h``) — the setting for a ``vmap`` population of fixed dampings.  ``initial_damping`` may then
 be a traced array.  Non-finite numbers are not replaced (the library's policy): a NaN loss or
-factor gives a NaN step, visible in ``info.loss`` and the parameters.
+factor gives a NaN step, visible in ``info.loss`` and the parameters; so does a damping
+``λ_k + η`` that is not a finite positive number (a traced one; concrete ones are checked at
+construction).  Parameters in float16/bfloat16: the factors, inverses and the quadratic model are
+computed in float32, the step and the velocity in the parameters' dtype.
 """
 
 from __future__ import annotations
@@ -38,10 +44,12 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+from jax.core import Tracer
 
 from gradchain import hyper
-from gradchain.core import apply_updates
-from gradchain.curvature import precondition as _pre
+from gradchain.core import GradientTransformationExtraArgs, apply_updates
+from gradchain.curvature import blocks as _blocks, precondition as _pre
 from gradchain.curvature.statistics import KFACCurvature
 
 __all__ = ["KFACOptimizer", "KFACOptimizerState", "KFACStepInfo", "kfac_optimizer"]
@@ -68,7 +76,12 @@ class KFACStepInfo(NamedTuple):
 
 
 def _vdot(a, b):
-    return sum(jnp.vdot(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+    """``Σ_leaves aᵀb``, summed in at least float32 (float16 leaves overflow at 65504)."""
+    total = 0.0
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+        wide = _blocks.compute_dtype(jnp.result_type(x, y))
+        total = total + jnp.vdot(x.astype(wide), y.astype(wide))
+    return total
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -86,18 +99,16 @@ class KFACOptimizer:
     ema_decay: float
     refresh_every: int
     use_momentum: bool
+    precondition: GradientTransformationExtraArgs = dataclasses.field(repr=False)  # steps 1-2
 
     def init(self, params) -> KFACOptimizerState:
-        dtype = _pre._float_dtype(params)
-        factors = _pre.zero_factors(self.curvature, dtype)
-        lam = jnp.asarray(self.initial_damping, dtype)
-        shapes = jax.eval_shape(lambda f: _pre.compute_inverses(self.curvature, f, lam, "pi"), factors)
+        pre = self.precondition.init(params)
         return KFACOptimizerState(
-            count=jnp.zeros([], jnp.int32),
-            damping=lam,
-            factors=factors,
-            factor_weight=jnp.zeros([], dtype),
-            inverses=jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes),
+            count=pre.count,
+            damping=jnp.asarray(self.initial_damping, pre.factor_weight.dtype),
+            factors=pre.factors,
+            factor_weight=pre.factor_weight,
+            inverses=pre.inverses,
             velocity=jax.tree.map(jnp.zeros_like, params),
         )
 
@@ -107,6 +118,14 @@ class KFACOptimizer:
         if self.curvature.axis_name is not None:
             value = jax.lax.pmean(value, self.curvature.axis_name)
         return value
+
+    def _precondition(self, state: KFACOptimizerState, grads, stats, total):
+        """``Δ_k`` and the preconditioner's new ``(factors, factor_weight, inverses)``: one update
+        of :func:`.kfac_precondition` at damping ``λ_k + η`` (steps 1-2 of the module docstring)."""
+        hypers = {"damping": total, "ema_decay": jnp.asarray(self.ema_decay, total.dtype)}
+        pre_state = _pre.KFACPreconditionState(state.count, hypers, state.factors, state.factor_weight, state.inverses)
+        delta, pre_state = self.precondition.update(grads, pre_state, kfac_statistics=stats)
+        return delta, pre_state.factors, pre_state.factor_weight, pre_state.inverses
 
     def step(self, params, state: KFACOptimizerState, *args, key: jax.Array | None = None):
         """One step: ``(new_params, new_state, KFACStepInfo)``; see the module docstring."""
@@ -120,15 +139,7 @@ class KFACOptimizer:
         dtype = state.damping.dtype
         lam = state.damping
         total = lam + jnp.asarray(self.l2_reg, dtype)
-        factors, weight = _pre.average_factors(
-            state.factors, state.factor_weight, stats.factors, jnp.asarray(self.ema_decay, dtype)
-        )
-        inverses = jax.lax.cond(
-            state.count % self.refresh_every == 0,
-            lambda: _pre.compute_inverses(curv, factors, total, "pi"),
-            lambda: state.inverses,
-        )
-        delta = _pre.apply_blocks(curv, inverses, grads, total, "pi")
+        delta, factors, weight, inverses = self._precondition(state, grads, stats, total)
         prev = state.velocity
 
         first = state.count == 0
@@ -201,7 +212,8 @@ def kfac_optimizer(
     Args:
       curvature: from :func:`gradchain.kfac_curvature`.
       initial_damping: λ_0 > 0 (a number, or an array — a traced one under ``vmap`` — when the
-        damping is not adapted).
+        damping is not adapted); inside ``[min_damping, max_damping]`` when it is.  Not a
+        schedule (for one, chain :func:`.kfac_precondition` with a step size of your own).
       l2_reg: η ≥ 0, the coefficient of the L2 term the loss function already contains; it is
         added to the damping of the preconditioner and of the quadratic model.
       min_damping, max_damping: the range λ is clipped to by the adaptation.
@@ -210,22 +222,76 @@ def kfac_optimizer(
       ema_decay: ε in [0, 1), the factors' moving average.
       refresh_every: T ≥ 1, recompute the inverses every T steps.
       momentum: solve for the momentum μ too (§7); else only the learning rate.
+
+    Raises:
+      ValueError: a value outside its range (named, with the range), ``max_damping <
+        min_damping``, an adapted ``initial_damping`` outside the clip range, a non-positive
+        ``refresh_every`` or ``adaptation_interval``.
+      TypeError: a schedule or other callable for a number, a non-bool flag, a curvature not from
+        :func:`gradchain.kfac_curvature`.
     """
     if not isinstance(curvature, KFACCurvature):
         raise TypeError(f"curvature must come from gc.kfac_curvature(...), got {type(curvature).__name__}")
+    _check_flags(adapt_damping=adapt_damping, momentum=momentum)
+    _check_numbers(initial_damping=initial_damping, l2_reg=l2_reg, min_damping=min_damping,
+                   max_damping=max_damping, adaptation_decay=adaptation_decay, ema_decay=ema_decay)
     hyper.check_value("initial_damping", initial_damping, low=0.0, low_open=True)
     hyper.check_value("l2_reg", l2_reg, low=0.0)
     hyper.check_value("min_damping", min_damping, low=0.0, low_open=True)
-    hyper.check_value("max_damping", max_damping, low=min_damping)
+    hyper.check_value("max_damping", max_damping)
+    if max_damping < min_damping:
+        raise ValueError(f"max_damping must be >= min_damping = {min_damping!r}, got {max_damping!r}")
+    if adapt_damping:
+        _check_inside_clip_range(initial_damping, min_damping, max_damping)
     hyper.check_value("adaptation_decay", adaptation_decay, low=0.0, high=1.0, low_open=True, high_open=True)
     hyper.check_value("ema_decay", ema_decay, low=0.0, high=1.0, high_open=True)
     _pre.check_positive_int("adaptation_interval", adaptation_interval)
     _pre.check_positive_int("refresh_every", refresh_every)
-    for name, flag in (("adapt_damping", adapt_damping), ("momentum", momentum)):
-        if not isinstance(flag, bool):
-            raise TypeError(f"{name} must be a bool, got {flag!r}")
+    precondition = _pre.kfac_precondition(
+        curvature, damping=initial_damping, ema_decay=ema_decay, refresh_every=refresh_every, inverse="pi"
+    )
     return KFACOptimizer(
         curvature=curvature, initial_damping=initial_damping, l2_reg=l2_reg, min_damping=min_damping,
         max_damping=max_damping, adapt_damping=adapt_damping, adaptation_interval=adaptation_interval,
         adaptation_decay=adaptation_decay, ema_decay=ema_decay, refresh_every=refresh_every, use_momentum=momentum,
+        precondition=precondition,
     )
+
+
+_NOT_A_SCHEDULE = {
+    "initial_damping": "the damping is adapted from it (or, with adapt_damping=False, kept); for a damping "
+                       "schedule chain gc.kfac_precondition(curv, damping=schedule) with your own step size",
+}
+
+
+def _check_numbers(**values: Any) -> None:
+    """kfac_optimizer's numbers are numbers (or arrays), never schedules: say so, and what to use."""
+    for name, value in values.items():
+        if callable(value) and not isinstance(value, jax.Array):
+            hint = _NOT_A_SCHEDULE.get(name, "kfac_optimizer takes no schedules")
+            raise TypeError(f"{name} must be a number or an array, got the callable {value!r}: {hint}")
+
+
+def _check_flags(**flags: Any) -> None:
+    hints = {
+        "momentum": "momentum=True solves for μ_k at every step (§7); for a fixed momentum chain "
+                    "gc.kfac_precondition with gc.scale_by_momentum(μ)",
+        "adapt_damping": "True adapts λ by Levenberg–Marquardt (§6.5); False keeps initial_damping",
+    }
+    for name, flag in flags.items():
+        if not isinstance(flag, bool):
+            raise TypeError(f"{name} must be a bool, got {flag!r}: {hints[name]}")
+
+
+def _check_inside_clip_range(initial_damping: Any, low: float, high: float) -> None:
+    """With adaptation, λ_0 must lie in the range the adapted λ is clipped to (concrete values)."""
+    value = hyper.unwrap(initial_damping)
+    if isinstance(value, Tracer):
+        return
+    array = np.asarray(value)  # NumPy: no JAX operation, so no tracer inside a jit-ted caller
+    if np.any(array < low) or np.any(array > high):
+        raise ValueError(
+            f"initial_damping must be in [min_damping, max_damping] = [{low:g}, {high:g}] when "
+            f"adapt_damping=True (the adapted λ is clipped to that range), got {value!r}; "
+            "widen the range or pass adapt_damping=False"
+        )

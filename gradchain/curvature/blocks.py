@@ -24,6 +24,11 @@ Two kinds of block:
 
 Every function here is pure and works on one block; :mod:`gradchain.curvature.precondition`
 maps them over the blocks.
+
+**Precision.**  Factors, inverses and the products with them are computed in
+:func:`compute_dtype` — float32 for float16/bfloat16 layers (LAPACK has no half-precision
+factorisations, and a 16-bit sum of ``M`` outer products loses ~``M·2⁻¹¹`` of its value), the
+layer's own dtype otherwise; directions are returned in the parameters' dtype.
 """
 
 from __future__ import annotations
@@ -39,6 +44,15 @@ from gradchain.curvature.tags import LayerRecord
 
 KRONECKER = "kronecker"
 DIAGONAL = "diagonal"
+
+
+def compute_dtype(dtype) -> jnp.dtype:
+    """The dtype of the factors and inverses for values of ``dtype``: at least float32."""
+    return jnp.promote_types(dtype, jnp.float32)
+
+
+def _widened(x: jax.Array) -> jax.Array:
+    return x.astype(compute_dtype(x.dtype))
 
 
 class Block(NamedTuple):
@@ -128,6 +142,7 @@ def batch_factors(block: Block, inputs: jax.Array, out_grads: jax.Array) -> dict
     ``K`` output-side vectors of every example pushed back to the layer output (already weighted,
     so that ``Σ_k g_k g_kᵀ`` estimates the Fisher of one example).
     """
+    inputs, out_grads = _widened(inputs), _widened(out_grads)
     if block.kind == DIAGONAL:
         return _diagonal_factors(block, inputs, out_grads)
     if block.layer.kind == "conv2d":
@@ -211,6 +226,7 @@ def apply_pi(block: Block, inverses: dict, parts: dict) -> dict:
     if block.kind == DIAGONAL:
         return {role: (parts[role] * inverses[role]).astype(parts[role].dtype) for role in parts}
     v = to_matrix(block, parts)
+    v = v.astype(jnp.promote_types(v.dtype, inverses["A_inv"].dtype))
     d = matmul(matmul(inverses["A_inv"].astype(v.dtype), v), inverses["G_inv"].astype(v.dtype)) / block.scale
     return from_matrix(block, d, parts)
 
@@ -221,6 +237,7 @@ def apply_eigh(block: Block, eig: dict, parts: dict, damping: jax.Array) -> dict
         return {role: (parts[role] / (eig[role] + damping.astype(eig[role].dtype))).astype(parts[role].dtype)
                 for role in parts}
     v = to_matrix(block, parts)
+    v = v.astype(jnp.promote_types(v.dtype, eig["QA"].dtype))
     qa, qg = eig["QA"].astype(v.dtype), eig["QG"].astype(v.dtype)
     lam = damping.astype(v.dtype)
     inner = matmul(matmul(qa.T, v), qg) / (block.scale * jnp.outer(eig["eA"], eig["eG"]).astype(v.dtype) + lam)

@@ -27,9 +27,20 @@ the same sign as the incoming ``u``; parameters no tag claimed pass through unch
 an array — traced under ``vmap``, so a population of dampings is one program — or a schedule of
 the update index), stored in ``state.hyperparams``.
 
+Schedules for ``damping`` and ``ema_decay`` are checked at construction on a grid of steps
+(:data:`gradchain.hyper.PROBE_STEPS`: 0–16, then powers of two to 2²⁴), not only at step 0.
+Between grid points, and for values set later (``gc.set_hyperparams``, a traced population), an
+update whose damping is not a finite ``λ > 0`` or whose decay is not in ``[0, 1)`` returns **NaN
+updates** (every leaf): never a silently finite step from a negative damping (which with
+``inverse="eigh"`` gave finite but meaningless numbers).
+
 Non-finite numbers follow the library's policy: the arithmetic is plain, so a NaN or Inf in the
 statistics or the updates gives NaN/Inf factors and updates; nothing is silently replaced.  Guard
-the step with :func:`gradchain.apply_if_finite`-style skipping outside if batches can be bad.
+the step with :func:`gradchain.apply_if_finite` (it forwards ``kfac_statistics``) if batches can
+be bad: a skipped step leaves the factors as they were.
+
+Parameters in float16 or bfloat16: the factors and inverses are kept in float32
+(:func:`.blocks.compute_dtype`), the updates come out in the parameters' dtype.
 """
 
 from __future__ import annotations
@@ -63,21 +74,28 @@ def check_positive_int(name: str, value) -> int:
     return value
 
 
-def _float_dtype(params):
+def factor_dtype(params):
+    """The dtype of the factors: the first floating parameter's, at least float32."""
     for leaf in jax.tree.leaves(params):
         if jnp.issubdtype(jnp.asarray(leaf).dtype, jnp.floating):
-            return jnp.asarray(leaf).dtype
+            return _blocks.compute_dtype(jnp.asarray(leaf).dtype)
     return hyper.float_dtype()
 
 
-def zero_factors(curvature: KFACCurvature, dtype) -> tuple:
+def factor_shapes(curvature: KFACCurvature) -> tuple:
+    """Per block, ``{role: shape}`` of the factors the curvature's statistics carry."""
     out = []
     for b in curvature.blocks:
         if b.kind == _blocks.KRONECKER:
-            out.append({"A": jnp.zeros((b.a_dim, b.a_dim), dtype), "G": jnp.zeros((b.g_dim, b.g_dim), dtype)})
+            out.append({"A": (b.a_dim, b.a_dim), "G": (b.g_dim, b.g_dim)})
         else:
-            out.append({role: jnp.zeros(shape, dtype) for role, shape in b.layer.shapes})
+            out.append({role: tuple(shape) for role, shape in b.layer.shapes})
     return tuple(out)
+
+
+def zero_factors(curvature: KFACCurvature, dtype) -> tuple:
+    """The factors of a fresh state: zeros of :func:`factor_shapes` (``w_0 = 0`` weighs them 0)."""
+    return tuple({role: jnp.zeros(shape, dtype) for role, shape in f.items()} for f in factor_shapes(curvature))
 
 
 def average_factors(factors: tuple, weight: jax.Array, batch: tuple, decay: jax.Array):
@@ -121,7 +139,14 @@ def apply_blocks(curvature: KFACCurvature, inverses: tuple, updates, damping: ja
     return jax.tree.unflatten(treedef, [leaves[p] for p in paths])
 
 
-def check_statistics(curvature: KFACCurvature, stats) -> None:
+def check_statistics(curvature: KFACCurvature, stats) -> KFACStatistics:
+    """Raise unless ``stats`` are this curvature's: a ``KFACStatistics`` with its blocks' shapes."""
+    if stats is None:
+        raise TypeError(
+            "kfac_precondition's update needs kfac_statistics=<the KFACStatistics of this batch>, from "
+            "value, grads, stats = curv.value_grad_and_statistics(params, *batch); got none (through "
+            "gc.chain or gc.apply_if_finite, pass it to their update: it is forwarded)"
+        )
     if not isinstance(stats, KFACStatistics):
         raise TypeError(
             "kfac_statistics must be the KFACStatistics from curvature.value_grad_and_statistics, "
@@ -129,6 +154,24 @@ def check_statistics(curvature: KFACCurvature, stats) -> None:
         )
     if len(stats.factors) != len(curvature.blocks):
         raise ValueError(f"kfac_statistics has {len(stats.factors)} blocks, the curvature {len(curvature.blocks)}")
+    for b, want, got in zip(curvature.blocks, factor_shapes(curvature), stats.factors):
+        shapes = {role: tuple(jnp.shape(f)) for role, f in dict(got).items()}
+        if shapes != want:
+            raise ValueError(
+                f"kfac_statistics block {b.name!r} has factors {shapes}, this curvature's has {want}: "
+                "the statistics come from another curvature (another model or another tagging)"
+            )
+    return stats
+
+
+def usable(damping: jax.Array, decay: jax.Array) -> jax.Array:
+    """True where this update's damping is a finite ``λ > 0`` and its decay an ``ε ∈ [0, 1)``."""
+    return jnp.isfinite(damping) & (damping > 0) & (decay >= 0) & (decay < 1)
+
+
+def poison_unless(ok: jax.Array, updates):
+    """``updates`` where ``ok``, NaN in every leaf where not (the module's non-finite policy)."""
+    return jax.tree.map(lambda u: jnp.where(ok, u, jnp.nan).astype(u.dtype), updates)
 
 
 def kfac_precondition(
@@ -150,18 +193,23 @@ def kfac_precondition(
         while ``eigh`` calls LAPACK's ``syevd`` on whole factors.
 
     ``update(updates, state, params=None, *, kfac_statistics)`` — the statistics of this step.
+
+    Raises:
+      ValueError: a damping ≤ 0 or an ema_decay outside [0, 1) (for a schedule: at a step of
+        :data:`gradchain.hyper.PROBE_STEPS`), refresh_every < 1, an unknown inverse.
+      TypeError: a curvature not from :func:`gradchain.kfac_curvature`.
     """
     if not isinstance(curvature, KFACCurvature):
         raise TypeError(f"curvature must come from gc.kfac_curvature(...), got {type(curvature).__name__}")
-    hyper.check("damping", damping, low=0.0, low_open=True)
-    hyper.check("ema_decay", ema_decay, low=0.0, high=1.0, high_open=True)
+    hyper.check("damping", damping, low=0.0, low_open=True, steps=hyper.PROBE_STEPS)
+    hyper.check("ema_decay", ema_decay, low=0.0, high=1.0, high_open=True, steps=hyper.PROBE_STEPS)
     check_positive_int("refresh_every", refresh_every)
     if inverse not in INVERSE_KINDS:
         raise ValueError(f"inverse must be one of {', '.join(map(repr, INVERSE_KINDS))}, got {inverse!r}")
     hypers = {"damping": damping, "ema_decay": ema_decay}
 
     def init(params):
-        dtype = _float_dtype(params)
+        dtype = factor_dtype(params)
         factors = zero_factors(curvature, dtype)
         lam = hyper.initial(damping)
         return KFACPreconditionState(
@@ -175,11 +223,11 @@ def kfac_precondition(
             ),
         )
 
-    def update(updates, state, params=None, *, kfac_statistics):
+    def update(updates, state, params=None, *, kfac_statistics=None):
         del params
         if not isinstance(state, KFACPreconditionState):
             raise TypeError(f"state must be a KFACPreconditionState from kfac_precondition's init, got {type(state).__name__}")
-        check_statistics(curvature, kfac_statistics)
+        kfac_statistics = check_statistics(curvature, kfac_statistics)
         lam = state.hyperparams["damping"]
         factors, weight = average_factors(
             state.factors, state.factor_weight, kfac_statistics.factors, state.hyperparams["ema_decay"]
@@ -193,9 +241,10 @@ def kfac_precondition(
                 lambda: state.inverses,
             )
         out = apply_blocks(curvature, inverses, updates, lam, inverse)
+        out = poison_unless(usable(lam, state.hyperparams["ema_decay"]), out)
         next_hypers = {
             name: hyper.next_value(value, state.hyperparams[name], state.count) for name, value in hypers.items()
         }
         return out, KFACPreconditionState(hyper.increment(state.count), next_hypers, factors, weight, inverses)
 
-    return GradientTransformationExtraArgs(init, update)  # pyright: ignore[reportArgumentType] - update requires kfac_statistics=
+    return GradientTransformationExtraArgs(init, update)  # pyright: ignore[reportArgumentType] - takes kfac_statistics= only

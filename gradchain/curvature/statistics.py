@@ -174,7 +174,8 @@ class KFACCurvature:
         for (kind, weight), z, jt in zip(kinds, zs, jts):
             n = z.shape[0]
             hjt = jax.vmap(lambda u, kind=kind, z=z: _losses.hvp(kind, z, u))(jt)
-            c = c + weight * jnp.einsum("i...,j...->ij", jt, hjt) / n
+            wide = _blocks.compute_dtype(jt.dtype)  # float16/bfloat16 outputs: sum in float32
+            c = c + weight * jnp.einsum("i...,j...->ij", jt.astype(wide), hjt.astype(wide)) / n
         if self.axis_name is not None:
             c = jax.lax.pmean(c, self.axis_name)
         return c
@@ -278,7 +279,8 @@ def kfac_curvature(
         unpreconditioned) or ``"error"`` (refuse them).
 
     Raises ``ValueError`` naming the layer and the value for a tag whose shapes do not match its
-    parameters, a parameter tagged twice, an unknown estimator, a loss with no registered loss.
+    parameters, a parameter tagged twice, an unknown estimator, a loss with no registered loss or
+    no tagged layer, an empty batch, example targets outside the loss's domain.
     """
     if not callable(loss_fn):
         raise TypeError(f"loss_fn must be callable, got {loss_fn!r}")
@@ -305,6 +307,13 @@ def kfac_curvature(
         raise ValueError(
             "loss_fn registered no loss: compute it with gc.kfac_softmax_cross_entropy, "
             "gc.kfac_sigmoid_cross_entropy, gc.kfac_squared_error or gc.kfac_loss(kind, ...)"
+        )
+    if not found["layers"]:
+        raise ValueError(
+            "loss_fn tagged no layer, so K-FAC would leave every parameter "
+            f"({', '.join(_leaf_paths(params)) or 'none'}) unpreconditioned; compute the layers with "
+            "gc.kfac_dense, gc.kfac_conv2d or gc.kfac_scale_and_shift (or the tagged Flax layers of "
+            "gradchain.flax), called on the parameter leaves themselves"
         )
     blocks = tuple(_blocks.block_of(layer) for layer in found["layers"])
     paths = tuple(_leaf_paths(params))

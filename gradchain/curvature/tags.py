@@ -35,6 +35,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from gradchain import hyper
 from gradchain.curvature import losses as _losses
 
 __all__ = [
@@ -96,6 +97,11 @@ class _Recorder:
         name = f"{kind}_{index}" if name is None else str(name)
         if any(rec.name == name for rec in self.layers):
             raise ValueError(f"two tagged layers are named {name!r}; give each layer its own name")
+        if inputs.shape[0] == 0:
+            raise ValueError(
+                f"layer {name!r}: the batch is empty (input of shape {inputs.shape}); K-FAC's factors "
+                "are means over the examples, so every batch needs at least one"
+            )
         params = tuple((role, self.leaf(name, role, a)) for role, a in roles.items() if a is not None)
         shapes = tuple((role, tuple(jnp.shape(a))) for role, a in roles.items() if a is not None)
         self.layers.append(
@@ -249,19 +255,33 @@ def kfac_scale_and_shift(
 def kfac_loss(kind: str, outputs: jax.Array, targets: jax.Array, weight: float = 1.0) -> jax.Array:
     """Register a loss of ``kind`` and return ``weight · mean_n ℓ(outputs_n, targets_n)``.
 
-    ``kind`` is ``"softmax_cross_entropy"`` (integer labels or probability targets),
-    ``"sigmoid_cross_entropy"`` (targets in [0, 1]) or ``"squared_error"`` (``½‖z − y‖²``); the
-    per-example loss sums over the non-batch axes.  See :mod:`gradchain.curvature.losses`.
+    ``kind`` is ``"softmax_cross_entropy"`` (integer labels in ``[0, C)``, or probability targets
+    of the logits' shape), ``"sigmoid_cross_entropy"`` (targets in [0, 1]) or ``"squared_error"``
+    (``½‖z − y‖²``); the per-example loss sums over the non-batch axes.  ``weight ≥ 0``.  See
+    :mod:`gradchain.curvature.losses`, also for targets outside a loss's domain: an error naming
+    the first bad row when the targets are concrete, a NaN loss *and* NaN gradients under ``jit``.
+
+    Raises:
+      ValueError: an empty batch, targets of the wrong shape or outside the domain, a negative or
+        non-finite weight.
+      TypeError: non-integer labels.
     """
     _losses.check_loss_kind(kind)
     outputs = jnp.asarray(outputs)
     targets = jnp.asarray(targets)
     if outputs.ndim < 1:
         raise ValueError(f"kfac_loss({kind!r}): outputs need a batch axis, got shape {outputs.shape}")
+    if outputs.shape[0] == 0:
+        raise ValueError(
+            f"kfac_loss({kind!r}): the batch is empty (outputs of shape {outputs.shape}); the loss is a "
+            "mean over the examples, so it needs at least one"
+        )
     want = outputs.shape[:-1] if kind == "softmax_cross_entropy" and targets.ndim == outputs.ndim - 1 else outputs.shape
     if targets.shape != want:
         raise ValueError(f"kfac_loss({kind!r}): targets of shape {targets.shape} do not match outputs of shape "
                          f"{outputs.shape} (expected {want})")
+    hyper.check_value(f"kfac_loss({kind!r}) weight", weight, low=0.0)
+    _losses.check_targets(kind, outputs, targets)
     rec = _current()
     if rec is not None:
         rec.losses.append(_losses.LossRecord(kind, outputs, targets, weight))
