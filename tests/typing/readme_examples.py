@@ -58,14 +58,14 @@ def block_3() -> None:  # README.md line 125
     state = gc.reset_state(state)   # zero counts and moments, keep the hyperparameters (not jax.tree.map(jnp.zeros_like, ...))
 
 
-def block_4() -> None:  # README.md line 160
+def block_4() -> None:  # README.md line 161
     import gradchain as gc
 
     lr = gc.warmup(gc.cosine_schedule(0.1, decay_steps=9_000), warmup_steps=1_000)
     tx = gc.sgd(lr, momentum=0.9)
 
 
-def block_5() -> None:  # README.md line 196
+def block_5() -> None:  # README.md line 197
     from functools import partial
 
     import jax
@@ -86,7 +86,7 @@ def block_5() -> None:  # README.md line 196
     probs = A.tta_predict(model_fn, A.sample_images(), scales=(256, 384))  # (2, 10)
 
 
-def block_6() -> None:  # README.md line 226
+def block_6() -> None:  # README.md line 227
     import jax.numpy as jnp
     import gradchain as gc
 
@@ -99,7 +99,7 @@ def block_6() -> None:  # README.md line 226
     result = gc.minimize(loss, params, tol=1e-6, ftol=2.2e-9)  # also stop on a small relative decrease, as scipy
 
 
-def block_7() -> None:  # README.md line 259
+def block_7() -> None:  # README.md line 260
     import jax, jax.numpy as jnp
     import gradchain as gc
 
@@ -127,7 +127,7 @@ def block_7() -> None:  # README.md line 259
         params, state, loss = step(params, state, jax.random.PRNGKey(i))
 
 
-def block_8() -> None:  # README.md line 317
+def block_8() -> None:  # README.md line 318
     import jax, jax.numpy as jnp
     import gradchain as gc
     from gradchain import tuning
@@ -149,7 +149,7 @@ def block_8() -> None:  # README.md line 317
     print(result.metrics["val_accuracy"][:, -1])  # one validation accuracy per dropout rate
 
 
-def block_9() -> None:  # README.md line 383
+def block_9() -> None:  # README.md line 384
     import math
 
     import jax
