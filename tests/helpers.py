@@ -1,7 +1,33 @@
-"""Small shared pieces for the tests: a random pytree and a reproducible training run."""
+"""Small shared pieces for the tests: a random pytree, a reproducible training run, and the
+round-off units the tolerances are derived from.
+
+How the suite's float tolerances are derived (each assertion states its own numbers):
+
+- One correctly rounded float operation errs by at most the unit round-off u (``U32``, ``U64``)
+  relative to its result; k of them in a row by at most about k·u.  A sum of n terms in any order
+  errs by at most (n - 1)·u·Σ|terms| (Higham, *Accuracy and Stability*, §4.2).  Where the bound
+  is an a-priori worst case, the tolerance is that bound (rounded up).
+- A multi-step float32 run compounds round-off through the optimizer's dynamics, so no useful
+  a-priori bound exists (Adam's step g/(√v + eps) amplifies a rounding of g by up to lr/eps).
+  Where two float32 programs must agree to "the same numbers" (a summation order, a packed or
+  flat layout, vmap against a loop), the comparison runs in float64 (``jax.enable_x64``):
+  ``steps × k roundings × U64 × scale`` is then ~1e-13, and the tolerance is that bound times
+  a margin.  Where float32 itself is the point, the tolerance is ten times the largest
+  difference measured over at least five seeds (and under ``XLA_FLAGS=--xla_cpu_max_isa=AVX`` /
+  ``SSE4_2``, which turn off FMA and change the vector width like another CPU would).
+"""
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+
+U32 = float(np.finfo(np.float32).eps) / 2  # 2**-24 ≈ 6.0e-8: float32 unit round-off
+U64 = float(np.finfo(np.float64).eps) / 2  # 2**-53 ≈ 1.1e-16: float64 unit round-off
+
+
+def float64(tree):
+    """``tree`` with every floating leaf cast to float64 (call inside ``jax.enable_x64(True)``)."""
+    return jax.tree.map(lambda x: jnp.asarray(x, jnp.float64) if jnp.issubdtype(jnp.asarray(x).dtype, jnp.floating) else x, tree)
 
 
 def random_tree(key, dtype=jnp.float32):

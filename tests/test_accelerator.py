@@ -3,9 +3,11 @@ the CPU and writes both reports, so the script is known to work before a GPU is 
 
 import importlib.util
 import json
+import os
 import pathlib
 import subprocess
 import sys
+import time
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "accelerator.py"
@@ -41,7 +43,14 @@ def test_smoke_run_reports_every_section_without_error(tmp_path):
     assert "not available" in " ".join(sections["kfac"]["notes"]) or sections["kfac"]["values"]
     assert sections["tests"]["values"]["passed_all"] and sections["tests"]["values"]["passed"] > 0
     assert len(record["goals"]) == 5 and "## Goals" in markdown
-    assert all(g["met"] is not None for g in record["goals"]), record["goals"]
+    # torch comes with the bench extra, which CI installs and `make test` does not: without it the
+    # torch goal must say it was skipped (met None); every other goal is measured in the smoke run.
+    torch_installed = importlib.util.find_spec("torch") is not None
+    for goal in record["goals"]:
+        if "torch" in goal["goal"] and not torch_installed:
+            assert goal["met"] is None and goal["measured"].startswith("skipped: torch not installed"), goal
+        else:
+            assert goal["met"] is not None, goal
 
 
 def test_pytest_counts_from_the_summary_and_from_a_run_cut_short():
@@ -52,7 +61,24 @@ def test_pytest_counts_from_the_summary_and_from_a_run_cut_short():
 
 
 def test_a_command_past_its_limit_is_killed_with_its_children():
-    rc, output, timed_out = load_script().run_capped(
-        [sys.executable, "-c", "import subprocess, sys, time; print('started', flush=True); "
-         "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); time.sleep(60)"], 2)
+    # /bin/sh, not a Python child: it prints within milliseconds even on a loaded machine, where a
+    # Python start-up can take seconds of the 2 s limit (no timing is asserted, only the order of
+    # events: printed, then killed at the limit with the child it started).
+    rc, output, timed_out = load_script().run_capped(["/bin/sh", "-c", "sleep 60 & echo started $!; sleep 60"], 2)
     assert timed_out and rc is None and "started" in output
+    child = int(output.split("started")[1].split()[0])
+    for _ in range(100):  # SIGKILL is delivered asynchronously: allow it up to 10 s to land
+        if not _alive(child):
+            break
+        time.sleep(0.1)
+    assert not _alive(child), f"the command's child {child} outlived it"
+
+
+def _alive(pid):
+    """Whether ``pid`` runs (a zombie waiting for its reaper counts as dead)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    status = pathlib.Path(f"/proc/{pid}/status")
+    return not (status.exists() and "\nState:\tZ" in status.read_text())

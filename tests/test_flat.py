@@ -5,6 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import U64, float64
 
 import gradchain as gc
 
@@ -57,13 +58,13 @@ def test_backward_is_one_concatenation_not_a_sum_of_padded_buffers():
     assert jaxpr.count("concatenate") == 1 and " pad" not in jaxpr, jaxpr
 
 
-def train(opt, params, steps, unravel=None):
+def train(opt, params, steps, unravel=None, x=X):
     """``steps`` jitted, donated steps of ``opt`` on the MLP; with ``unravel``, ``params`` are flat."""
     loss = mlp if unravel is None else (lambda f, x: mlp(unravel(f), x))
 
     @jax.jit
     def step(p, s):
-        updates, s = opt.update(jax.grad(loss)(p, X), s, p)
+        updates, s = opt.update(jax.grad(loss)(p, x), s, p)
         return gc.apply_updates(p, updates), s
 
     state = opt.init(params)
@@ -82,13 +83,24 @@ OPTIMIZERS = {
 
 
 @pytest.mark.parametrize("name", sorted(OPTIMIZERS))
-def test_twenty_steps_on_flat_parameters_match_the_per_leaf_tree_within_1e6(name):
-    """Element-wise math on the same numbers; the global norm sums in another order."""
-    flat, layout = gc.flat.ravel(PARAMS, labels=gc.decay_mask(PARAMS))
-    per_leaf = train(OPTIMIZERS[name](gc.decay_mask), PARAMS, 20)
-    packed = train(OPTIMIZERS[name](layout.mask(gc.decay_mask(PARAMS))), flat, 20, layout.unravel)
-    for got, want in zip(jax.tree.leaves(layout.unravel(packed)), jax.tree.leaves(per_leaf)):
-        np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-6, atol=1e-7)
+def test_twenty_steps_on_flat_parameters_match_the_per_leaf_tree(name):
+    """Element-wise math on the same numbers; the global norm sums in another order.
+
+    Run in float64, where parity is the point: in float32, Adam's g/(√v + eps) turns the last-bit
+    change of the norm that another CPU's summation order makes into 1.8e-6 relative after 20
+    steps (an Xeon failed rtol 1e-6).  Bound: 20 steps × (180 terms of the norm + ~10 roundings a
+    step) × U64 × |params| ≤ 3 = 1.3e-12; measured ≤ 4.4e-16 over 5 seeds, with and without FMA
+    (XLA_FLAGS=--xla_cpu_max_isa=AVX)."""
+    with jax.enable_x64(True):
+        params, x = float64(PARAMS), float64(X)
+        flat, layout = gc.flat.ravel(params, labels=gc.decay_mask(params))
+        assert {b.dtype for b in flat.values()} == {jnp.dtype(jnp.float64)}
+        per_leaf = train(OPTIMIZERS[name](gc.decay_mask), params, 20, x=x)
+        packed = train(OPTIMIZERS[name](layout.mask(gc.decay_mask(params))), flat, 20, layout.unravel, x=x)
+        unpacked = layout.unravel(packed)
+    tol = 20 * (180 + 10) * U64 * 3
+    for got, want in zip(jax.tree.leaves(unpacked), jax.tree.leaves(per_leaf)):
+        np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=tol, atol=tol)
 
 
 def test_labels_split_the_buffers_and_the_mask_follows_them():
@@ -101,20 +113,29 @@ def test_labels_split_the_buffers_and_the_mask_follows_them():
 
 
 def test_a_population_of_flat_models_trains_under_vmap():
-    """Four learning rates, one row of the flat buffer each; the layout is shared (in_axes None)."""
-    flat, layout = gc.flat.ravel(PARAMS)
-    rates = jnp.array([1e-3, 1e-2, 3e-2, 1e-1])
+    """Four learning rates, one row of the flat buffer each; the layout is shared (in_axes None).
 
-    def fit(lr, f, l):
-        opt = gc.adam(lr)
-        updates, _ = opt.update(jax.grad(lambda f: mlp(l.unravel(f), X))(f), opt.init(f), f)
-        return gc.apply_updates(f, updates)
+    vmap against a loop: the batched matmuls may sum in another order, so parity is checked in
+    float64.  Bound for one Adam step: the gradient's sums (≤ 40 terms) differ by ≤ 40·U64
+    relative to |terms|, and lr·g/(|g| + eps) with |g| ≥ 1e-4 here passes that on ×eps/|g| ≤ 1e-4,
+    so |Δparams| ≤ 1 ulp of |params| ≤ 3 plus 4e-19: tolerance 100 ulp = 100·2·U64·3 = 6.7e-14;
+    measured ≤ 2.2e-16 (5 seeds, with and without FMA)."""
+    with jax.enable_x64(True):
+        flat, layout = gc.flat.ravel(float64(PARAMS))
+        x = float64(X)
+        rates = jnp.array([1e-3, 1e-2, 3e-2, 1e-1], jnp.float64)
 
-    rows = jax.tree.map(lambda b: jnp.broadcast_to(b, (4,) + b.shape), flat)
-    population = jax.jit(jax.vmap(fit, in_axes=(0, 0, None)))(rates, rows, layout)
-    for i, lr in enumerate(rates):
-        one = fit(lr, flat, layout)
-        np.testing.assert_allclose(np.asarray(population["float32"][i]), np.asarray(one["float32"]), rtol=1e-6, atol=1e-7)
+        def fit(lr, f, l):
+            opt = gc.adam(lr)
+            updates, _ = opt.update(jax.grad(lambda f: mlp(l.unravel(f), x))(f), opt.init(f), f)
+            return gc.apply_updates(f, updates)
+
+        rows = jax.tree.map(lambda b: jnp.broadcast_to(b, (4,) + b.shape), flat)
+        population = jax.jit(jax.vmap(fit, in_axes=(0, 0, None)))(rates, rows, layout)
+        singles = [fit(lr, flat, layout) for lr in rates]
+    tol = 100 * 2 * U64 * 3
+    for i, one in enumerate(singles):
+        np.testing.assert_allclose(np.asarray(population["float64"][i]), np.asarray(one["float64"]), rtol=tol, atol=tol)
 
 
 def test_layout_is_a_pytree_of_offsets_so_jit_traces_them():
@@ -166,7 +187,11 @@ def test_bad_input_is_named(call, error, match):
 
 def test_a_flax_linen_model_trains_the_same_on_flat_parameters():
     """Flax's nested parameter dicts go through unchanged: 10 Adam steps of a two-layer
-    ``nn.Dense`` network on flat parameters match the per-leaf ones within 1e-6."""
+    ``nn.Dense`` network on flat parameters match the per-leaf ones.
+
+    In float64 (two programs compiled separately may round differently; in float32 Adam can
+    amplify that): bound 10 steps × ~20 roundings a step × U64 × |params| ≤ 2 = 4.4e-14, tolerance
+    1e-12; measured ≤ 4.4e-16 over 5 seeds, with and without FMA."""
     nn = pytest.importorskip("flax.linen")
 
     class Net(nn.Module):
@@ -175,11 +200,14 @@ def test_a_flax_linen_model_trains_the_same_on_flat_parameters():
             return nn.Dense(1)(nn.tanh(nn.Dense(8)(x)))
 
     net = Net()
-    x, y = X, jnp.sin(X[:, :1])
-    params = net.init(jax.random.PRNGKey(2), x)["params"]
-    loss = lambda p: jnp.mean((net.apply({"params": p}, x) - y) ** 2)
-    flat, layout = gc.flat.ravel(params)
-    opt = gc.adam(1e-2)
+    with jax.enable_x64(True):
+        x = float64(X)
+        y = jnp.sin(x[:, :1])
+        params = float64(net.init(jax.random.PRNGKey(2), X)["params"])
+        loss = lambda p: jnp.mean((net.apply({"params": p}, x) - y) ** 2)
+        flat, layout = gc.flat.ravel(params)
+        assert flat["float64"].dtype == jnp.float64
+        opt = gc.adam(1e-2)
 
     def steps(p, unravel):
         objective = loss if unravel is None else (lambda f: loss(unravel(f)))
@@ -191,21 +219,25 @@ def test_a_flax_linen_model_trains_the_same_on_flat_parameters():
 
         return jax.lax.scan(step, (p, opt.init(p)), length=10)[0][0]
 
-    per_leaf, packed = steps(params, None), steps(flat, layout.unravel)
-    for got, want in zip(jax.tree.leaves(layout.unravel(packed)), jax.tree.leaves(per_leaf)):
-        np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-6, atol=1e-7)
-    assert float(loss(layout.unravel(packed))) < float(loss(params))
+        per_leaf, packed = steps(params, None), steps(flat, layout.unravel)
+        for got, want in zip(jax.tree.leaves(layout.unravel(packed)), jax.tree.leaves(per_leaf)):
+            np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-12, atol=1e-12)
+        assert float(loss(layout.unravel(packed))) < float(loss(params))
 
 
 def test_a_flax_nnx_model_state_goes_through_flat():
     """``nnx.split`` gives a State pytree of Params; its gradient through ``unravel`` is the
-    per-leaf one, packed (within 1e-6: the two programs compile separately)."""
+    per-leaf one, packed.  The two programs compile separately and may sum in another order, so
+    the check runs in float64: each gradient entry sums ≤ 64 products, |Δ| ≤ 2·64·U64·Σ|terms|
+    (Σ|terms| ≤ 10 here) = 1.4e-13, tolerance 1e-12; measured ≤ 1e-16 with and without FMA."""
     nnx = pytest.importorskip("flax.nnx")
     model = nnx.Sequential(nnx.Linear(5, 8, rngs=nnx.Rngs(0)), nnx.Linear(8, 1, rngs=nnx.Rngs(1)))
     graphdef, params = nnx.split(model, nnx.Param)
-    loss = lambda p: jnp.mean(nnx.merge(graphdef, p)(X) ** 2)
-    flat, layout = gc.flat.ravel(params)
-    assert flat["float32"].shape == (5 * 8 + 8 + 8 + 1,)
-    got = jax.jit(jax.grad(lambda f, l: loss(l.unravel(f))))(flat, layout)
-    want = layout.ravel(jax.jit(jax.grad(loss))(params))
-    np.testing.assert_allclose(np.asarray(got["float32"]), np.asarray(want["float32"]), rtol=1e-6, atol=1e-7)
+    with jax.enable_x64(True):
+        params, x = float64(params), float64(X)
+        loss = lambda p: jnp.mean(nnx.merge(graphdef, p)(x) ** 2)
+        flat, layout = gc.flat.ravel(params)
+        assert flat["float64"].shape == (5 * 8 + 8 + 8 + 1,)
+        got = jax.jit(jax.grad(lambda f, l: loss(l.unravel(f))))(flat, layout)
+        want = layout.ravel(jax.jit(jax.grad(loss))(params))
+    np.testing.assert_allclose(np.asarray(got["float64"]), np.asarray(want["float64"]), rtol=1e-12, atol=1e-12)

@@ -72,7 +72,7 @@ def test_fresh_install_imports_and_runs_the_readme_example(fresh_venv):
     script = first_block + "\nprint(jax.tree.map(lambda x: x.shape, step(params, state, params)[0]))\n"
     out = _run([str(python), "-c", script], cwd=empty)
     assert "'w': (3, 2)" in out.stdout
-    digits = _run([str(python), "-c", "import gradchain.data as d; s = d.digits(); print(s.x_train.shape, s.x_val.shape)"], cwd=empty)
+    digits = _run([str(python), "-c", "import gradchain.examples.digits as d; s = d.digits(); print(s.x_train.shape, s.x_val.shape)"], cwd=empty)
     assert "(1438, 64) (359, 64)" in digits.stdout
     size = _run([str(python), "-c", "import sysconfig, json; print(json.dumps(sysconfig.get_paths()['purelib']))"], cwd=empty)
     site = Path(json.loads(size.stdout))

@@ -13,11 +13,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import scipy.optimize
-import threadpoolctl
+from helpers import U32
 
 import gradchain as gc
-from gradchain.problems import (
+from gradchain.examples.problems import (
     ill_conditioned_quadratic,
     logistic_regression,
     rosenbrock,
@@ -65,6 +64,8 @@ def test_lbfgs_rosenbrock_float64_reaches_ones(n):
         assert float(jnp.max(jnp.abs(result.x - 1.0))) <= 1e-5
         assert float(result.grad_norm) <= 1e-6
         # scipy's L-BFGS-B needs 45 and 93 evaluations to the same tolerance (see benchmarks/lbfgs.py).
+        # Measured 45 and 91, unchanged with and without FMA and for starts moved by 1-7 ulps (the
+        # round-off a CPU could add); starts moved by 0.05 give 89-94 for n = 10.
         assert int(result.nfev) <= {2: 50, 10: 100}[n]
 
 
@@ -75,6 +76,9 @@ def test_lbfgs_rosenbrock_float32_converges_or_stops_with_a_reason(n):
     assert result.x.dtype == jnp.float32
     # float32 gradients of Rosenbrock near x = 1 are rounding noise of ~1e-5: 1e-6 may be out of
     # reach.  Then the run must say so, early — not spin to max_iter (Optax's behaviour).
+    # Measured over 5 starts (the standard one and four moved by 0.05), with and without FMA:
+    # either status, 33-37 iterations for n = 2 and 72-78 for n = 10, |x - 1| ≤ 8.3e-7; the bounds
+    # (200 iterations, 1e-3) are far from what round-off can move.
     assert int(result.status) in (0, LINESEARCH_FAILED), result.message
     assert int(result.nit) < max_iter // 5
     if not result.success:
@@ -113,6 +117,7 @@ def test_bfgs_rosenbrock_reaches_ones():
     with jax.enable_x64(True):
         result = minimize(rosenbrock, rosenbrock_start(2, jnp.float64), "bfgs", tol=1e-8)
         assert bool(result.success), result.message
+        # ‖∇f‖∞ ≤ 1e-8 and the Hessian at the minimum has λ_min = 0.4: |x - 1| ≤ √2·1e-8/0.4 = 3.5e-8
         np.testing.assert_allclose(result.x, jnp.ones(2), atol=1e-7)
 
 
@@ -133,6 +138,7 @@ def test_newton_rosenbrock_reaches_ones():
     with jax.enable_x64(True):
         result = minimize(rosenbrock, rosenbrock_start(2, jnp.float64), "newton", tol=1e-10)
         assert bool(result.success), result.message
+        # as for BFGS: |x - 1| ≤ √2·1e-10/0.4 = 3.5e-10
         np.testing.assert_allclose(result.x, jnp.ones(2), atol=1e-9)
         assert int(result.nhev) == int(result.nit)  # one Hessian per iteration
 
@@ -141,6 +147,7 @@ def test_newton_solves_a_quadratic_in_one_step():
     with jax.enable_x64(True):
         result = minimize(quadratic, jnp.linspace(-1.0, 1.0, 8), "newton", tol=1e-10)
         assert int(result.nit) == 1 and int(result.nfev) == 2
+        # one exact solve of a diagonal system: x0 - x0 up to a few ulps of |x0| ≤ 1
         np.testing.assert_allclose(result.x, jnp.zeros(8), atol=1e-12)
 
 
@@ -160,6 +167,8 @@ def test_newton_converges_quadratically():
         assert np.all(np.isnan(np.asarray(result.history.grad_norm[nit + 1 :])))
         pairs = [(a, b) for a, b in itertools.pairwise(g) if 1e-12 < b and a < 1e-1]
         assert len(pairs) >= 2, g
+        # measured b / a² = 0.053 for both pairs and orders 2.9 and 2.3 (the same with and without
+        # FMA): the constant 1.0 and the order 1.9 leave margins of 19× and 0.4
         for a, b in pairs:
             assert b <= 1.0 * a**2, f"not quadratic: {a:.3g} -> {b:.3g} (history {g})"
         orders = [math.log(b) / math.log(a) for a, b in pairs]
@@ -173,7 +182,9 @@ def test_newton_cg_matches_direct_newton():
         direct = minimize(convex, x0, "newton", tol=1e-9, norm=2, history=True, max_iter=20)
         cg = minimize(convex, x0, newton(solver="cg"), tol=1e-9, norm=2)
         assert bool(cg.success), cg.message
-        np.testing.assert_allclose(cg.x, direct.x, atol=1e-9)
+        # f'' = exp(x) + 1 > 1: f is 1-strongly convex, so each answer is within its ‖∇f‖₂ of the
+        # minimiser (plus ~100 ulps for the rounding of ∇f itself)
+        np.testing.assert_allclose(cg.x, direct.x, atol=float(cg.grad_norm + direct.grad_norm) + 1e-14)
         assert int(cg.nhev) >= int(cg.nit)  # Hessian-vector products, at least one per iteration
 
 
@@ -201,6 +212,7 @@ def test_minimize_on_a_pytree():
     result = minimize(tree_quadratic, x0, tol=1e-5)
     assert bool(result.success), result.message
     assert jax.tree.structure(result.x) == jax.tree.structure(x0)
+    # ‖∇f‖∞ ≤ 1e-5 and the curvatures are 2 (w) and 20 (b): |x - x*| ≤ 5e-6 (+ float32 rounding of 2)
     np.testing.assert_allclose(result.x["w"], jnp.ones((3, 2)), atol=1e-5)
     np.testing.assert_allclose(result.x["b"], jnp.full((2,), -2.0), atol=1e-5)
     assert result.grad.shape == (8,)  # the flat gradient, ravelled like x0
@@ -211,6 +223,8 @@ def test_jit_of_the_whole_minimize_matches_the_direct_call():
     run = jax.jit(lambda x, tol: minimize(tree_quadratic, x, tol=tol))
     jitted = run(x0, 1e-5)
     direct = minimize(tree_quadratic, x0, tol=1e-5)
+    # a quadratic: L-BFGS takes the same few exact-arithmetic-like steps in both (measured equal,
+    # with and without FMA); rtol 1e-6 is ~17 float32 ulps of margin
     assert int(jitted.nfev) == int(direct.nfev) and int(jitted.status) == int(direct.status)
     chex.assert_trees_all_close(jitted.x, direct.x, rtol=1e-6)
     # tol (and x0) are traced: a new tolerance reuses the compiled program.
@@ -230,13 +244,14 @@ def test_vmap_over_starting_points():
 
 @pytest.fixture(scope="module")
 def digits():
-    from sklearn.datasets import load_digits
-
-    inputs, labels = load_digits(return_X_y=True)
+    datasets = pytest.importorskip("sklearn.datasets", reason="scikit-learn's digits: pip install scikit-learn")
+    inputs, labels = datasets.load_digits(return_X_y=True)
     return inputs / 16.0, labels
 
 
 def test_matches_scipy_lbfgsb_on_logistic_regression(digits):
+    scipy_optimize = pytest.importorskip("scipy.optimize", reason="the reference is scipy's L-BFGS-B: pip install scipy")
+    threadpoolctl = pytest.importorskip("threadpoolctl", reason="comes with scikit-learn")
     with jax.enable_x64(True):
         inputs, labels = jnp.asarray(digits[0]), jnp.asarray(digits[1])
         x0 = {"w": jnp.zeros((64, 10)), "b": jnp.zeros((10,))}
@@ -262,7 +277,7 @@ def test_matches_scipy_lbfgsb_on_logistic_regression(digits):
 
         # One BLAS thread: on a small shared machine OpenBLAS threads spin and make this 40x slower.
         with threadpoolctl.threadpool_limits(1):
-            ref = scipy.optimize.minimize(
+            ref = scipy_optimize.minimize(
                 fun, np.zeros(650), jac=True, method="L-BFGS-B",
                 options=dict(gtol=1e-8, ftol=0.0, maxiter=2000, maxfun=4000),
             )
@@ -271,8 +286,13 @@ def test_matches_scipy_lbfgsb_on_logistic_regression(digits):
         # within ‖g‖₂/μ ≤ 2.6e-4 of the minimiser.  Measured difference: ~4e-5.
         np.testing.assert_allclose(ours.x["w"], ref.x[:640].reshape(64, 10), atol=5e-4)
         np.testing.assert_allclose(ours.x["b"], ref.x[640:], atol=5e-4)
-        np.testing.assert_allclose(ours.fun, ref.fun, rtol=1e-10)
-        assert int(ours.nfev) <= 1.2 * ref.nfev
+        # and each value within ‖g‖₂²/(2μ) of the minimum (together ≤ 6.5e-11; rtol 1e-10 was
+        # 2.6e-11 here, below that bound; measured 1.9e-13)
+        gap = (float(jnp.sum(jnp.square(ours.grad))) + float(np.sum(np.square(ref.jac)))) / (2 * 1e-3)
+        np.testing.assert_allclose(ours.fun, ref.fun, rtol=0, atol=gap + 4 * 2.0**-53 * ref.fun)
+        # Evaluations: measured 273 against scipy's 284; starts moved by 1e-12 (as round-off
+        # would) give 273-280 against 262-284, ratios 0.96-1.07 (sd 0.05): 1.5 is the mean + 10 sd
+        assert int(ours.nfev) <= 1.5 * ref.nfev
 
 
 # ---------------------------------------------------------------------------------------------
@@ -299,11 +319,19 @@ def test_lbfgs_transform_in_a_python_loop_reaches_the_rosenbrock_minimum():
         inner = state[0]
         assert float(inner.grad_norm) <= 1e-6 and not bool(inner.stalled)
         np.testing.assert_allclose(params["x"], jnp.ones(10), atol=1e-5)
+        # the cached value is f at the new point (f ≈ 1e-16 there: two evaluations 1 ulp apart
+        # differ by ~|∇f|·U64; measured 4e-24)
         np.testing.assert_allclose(inner.value, loss(params), atol=1e-14)
-        # The cache is hit every step: exactly the evaluations of minimize, same iterate.
+        # The cache is hit every step: the evaluations of minimize, the same iterate.  The two are
+        # different programs, so their float64 round-off differs and compounds over the ~75
+        # iterations: over 5 starting points, with and without FMA, their iterates differed by up
+        # to 2.7e-8 relative and their counts by up to 2 evaluations (here: 7e-13 / 1.3e-12 and 0;
+        # the old rtol 1e-12 failed without FMA).  A missed cache costs one evaluation per
+        # iteration, so a count within 5 of minimize's still proves every step hit it; the
+        # iterates agree to 10 × the largest measured difference.
         reference = minimize(rosenbrock, rosenbrock_start(10, jnp.float64), tol=1e-6, max_iter=1000)
-        assert int(inner.nfev) == int(reference.nfev)
-        np.testing.assert_allclose(params["x"], reference.x, rtol=1e-12)
+        assert abs(int(inner.nfev) - int(reference.nfev)) <= 5 < int(reference.nit), (int(inner.nfev), int(reference.nfev))
+        np.testing.assert_allclose(params["x"], reference.x, rtol=3e-7)
 
 
 @pytest.mark.slow
@@ -332,6 +360,28 @@ def _rosenbrock_ray():
     return x, -grad, value, grad
 
 
+def _rosenbrock_roundoff(x, a, d):
+    """First-order bounds on |Δf| and |Δ∇f| between two float32 evaluations of the 2-d Rosenbrock
+    function at x + a·d, each computing the point itself (x + a·d: 2 roundings, or 1 as an FMA).
+
+    With r = x1 - x0², s = 1 - x0: δr ≤ U32·(|r| + x0²), δs ≤ U32·|s|; f = 100r² + s² and
+    ∇f = (-400·x0·r - 2s, 200r) add a few roundings of their own terms; the two points differ by
+    δx ≤ 2·U32·(|x| + |a·d|), which moves f by |∇f|·δx and ∇f by |H|·δx.  Near the valley floor
+    r ≈ 0 makes ∂f/∂x0 a difference of nearly equal terms: a relative tolerance of 1e-4 was used to
+    0.14 with FMA and is below this bound."""
+    x, d = np.asarray(x, np.float64), np.asarray(d, np.float64)
+    p = x + a * d
+    x0, x1 = p
+    r, s = x1 - x0**2, 1 - x0
+    dr, ds = U32 * (abs(r) + x0**2), U32 * abs(s)
+    grad = np.array([-400 * x0 * r - 2 * s, 200 * r])
+    hess = np.array([[1200 * x0**2 + 400 * abs(x1) + 2, 400 * abs(x0)], [400 * abs(x0), 200.0]])
+    dx = 2 * U32 * (np.abs(x) + np.abs(a * d))
+    f_err = 200 * abs(r) * dr + 2 * abs(s) * ds + 4 * U32 * (100 * r**2 + s**2) + np.abs(grad) @ dx
+    g_err = np.array([400 * abs(x0) * dr + 2 * ds + 3 * U32 * (400 * abs(x0 * r) + 2 * abs(s)), 200 * dr + U32 * abs(200 * r)])
+    return f_err, g_err + hess @ dx
+
+
 def test_strong_wolfe_satisfies_its_conditions():
     x, d, f0, g0 = _rosenbrock_ray()
     c1, c2 = 1e-4, 0.9
@@ -340,8 +390,13 @@ def test_strong_wolfe_satisfies_its_conditions():
     assert bool(res.success)
     a = float(res.step)
     slope0 = float(jnp.vdot(g0, d))
-    np.testing.assert_allclose(res.value, rosenbrock(x + a * d), rtol=1e-6)
-    np.testing.assert_allclose(res.grad, jax.grad(rosenbrock)(x + a * d), rtol=1e-4)  # float32
+    # the value and gradient the search returns are those at x + a·d, to float32 round-off (×2)
+    f_err, g_err = _rosenbrock_roundoff(x, a, d)
+    np.testing.assert_allclose(res.value, rosenbrock(x + a * d), rtol=0, atol=2 * f_err)
+    grad_diff = np.abs(np.asarray(res.grad, np.float64) - np.asarray(jax.grad(rosenbrock)(x + a * d), np.float64))
+    assert np.all(grad_diff <= 2 * g_err), (grad_diff, g_err)
+    # both conditions hold with margins of 83% and 90% of their right-hand sides: round-off of
+    # the value (f_err ≈ 1e-6) and of the slope cannot cross them
     assert float(res.value) <= float(f0) + c1 * a * slope0
     assert abs(float(jnp.vdot(res.grad, d))) <= c2 * abs(slope0)
 

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from helpers import assert_close, gradient, random_tree, run
+from helpers import U32, assert_close, gradient, random_tree, run
 
 import gradchain as gc
 
@@ -23,38 +23,51 @@ def quadratic_grad(x):
 
 
 def test_both_textbook_momentum_forms_give_the_same_iterates():
-    lr, rho, x0 = 0.02, 0.9, jnp.array([1.0, 1.0])
+    # The forms are equal in exact arithmetic and round differently, so they are compared in
+    # float64 (in float32 they reached 0.17 of a 1e-6 tolerance).  Bound: 50 steps × 4 roundings ×
+    # U64 × the momentum's amplification 1/(1 - ρ) = 10, relative to |x| ≤ 1: 2.2e-13; tolerance
+    # 1e-12.
+    lr, rho = 0.02, 0.9
     # Form 1: v = ρv + g; x -= α v   (momentum, then learning rate)
     # Form 2: v = ρv - α g; x += v   (learning rate, then momentum)
     form1 = gc.chain(gc.scale_by_momentum(rho), gc.scale_by_learning_rate(lr))
     form2 = gc.chain(gc.scale_by_learning_rate(lr), gc.scale_by_momentum(rho))
     xs = []
-    for tx in (form1, form2):
-        x, s = x0, tx.init(x0)
-        for _ in range(50):
-            u, s = tx.update(quadratic_grad(x), s)
-            x = gc.apply_updates(x, u)
-        xs.append(x)
-    chex.assert_trees_all_close(xs[0], xs[1], rtol=1e-6, atol=1e-7)
+    with jax.enable_x64(True):
+        x0 = jnp.array([1.0, 1.0], jnp.float64)
+        for tx in (form1, form2):
+            x, s = x0, tx.init(x0)
+            for _ in range(50):
+                u, s = tx.update(quadratic_grad(x), s)
+                x = gc.apply_updates(x, u)
+            assert x.dtype == jnp.float64
+            xs.append(np.asarray(x))
+    np.testing.assert_allclose(xs[0], xs[1], rtol=1e-12, atol=1e-12)
 
 
 def test_nesterov_equals_the_lecture_look_ahead_form_after_the_change_of_variables():
-    lr, rho, x0 = 0.02, 0.9, jnp.array([1.0, 1.0])
-    # Look-ahead form: v' = ρv - α∇f(x + ρv); x' = x + v'.  gradchain iterates x̃ = x + ρv.
-    x, v = np.asarray(x0, np.float64), np.zeros(2)
-    tilde = []
-    for _ in range(50):
-        v = rho * v - lr * np.asarray(quadratic_grad(jnp.asarray(x + rho * v)), np.float64)
-        x = x + v
-        tilde.append(x + rho * v)
-    tx = gc.sgd(lr, momentum=rho, nesterov=True)
-    y, s = x0, tx.init(x0)
-    ours = []
-    for _ in range(50):
-        u, s = tx.update(quadratic_grad(y), s)
-        y = gc.apply_updates(y, u)
-        ours.append(np.asarray(y))
-    np.testing.assert_allclose(np.array(ours), np.array(tilde), rtol=1e-5, atol=1e-6)
+    # An identity of two iterations that round differently: checked in float64 on both sides (in
+    # float32 against float64 it used 0.1 of rtol 1e-5).  Bound: 50 steps × ~6 roundings × U64 ×
+    # the momentum's amplification 10, relative to |x| ≤ 1: 3.3e-13; tolerance 1e-12.
+    lr, rho = 0.02, 0.9
+    with jax.enable_x64(True):
+        x0 = jnp.array([1.0, 1.0], jnp.float64)
+        # Look-ahead form: v' = ρv - α∇f(x + ρv); x' = x + v'.  gradchain iterates x̃ = x + ρv.
+        x, v = np.asarray(x0, np.float64), np.zeros(2)
+        tilde = []
+        for _ in range(50):
+            v = rho * v - lr * np.asarray(quadratic_grad(jnp.asarray(x + rho * v)), np.float64)
+            x = x + v
+            tilde.append(x + rho * v)
+        tx = gc.sgd(lr, momentum=rho, nesterov=True)
+        y, s = x0, tx.init(x0)
+        ours = []
+        for _ in range(50):
+            u, s = tx.update(quadratic_grad(y), s)
+            y = gc.apply_updates(y, u)
+            ours.append(np.asarray(y))
+        assert y.dtype == jnp.float64
+    np.testing.assert_allclose(np.array(ours), np.array(tilde), rtol=1e-12, atol=1e-12)
 
 
 # --- adaptive pieces ----------------------------------------------------------------------------------
@@ -64,7 +77,7 @@ def test_moment_is_an_exponential_average_from_zero():
     tx = gc.moment(0.5, order=2)
     s = tx.init(jnp.zeros(2))
     out, s = tx.update(jnp.array([2.0, -4.0]), s)
-    chex.assert_trees_all_close(out, jnp.array([2.0, 8.0]))  # 0.5·0 + 0.5·g²
+    chex.assert_trees_all_close(out, jnp.array([2.0, 8.0]))  # 0.5·0 + 0.5·g²: exact (dyadic numbers)
     out, s = tx.update(jnp.array([0.0, 0.0]), s)
     chex.assert_trees_all_close(out, jnp.array([1.0, 4.0]))
 
@@ -72,15 +85,17 @@ def test_moment_is_an_exponential_average_from_zero():
 def test_bias_correction_undoes_the_zero_start():
     tx = gc.chain(gc.moment(0.9), gc.bias_correction(0.9))
     s = tx.init(jnp.zeros(3))
-    for _ in range(5):
+    for t in range(1, 6):
         out, s = tx.update(jnp.array([1.0, 2.0, 3.0]), s)
-        chex.assert_trees_all_close(out, jnp.array([1.0, 2.0, 3.0]), rtol=1e-6)
+        # m_t = (1 - 0.9^t)·g takes ≤ 3 roundings a step, 1 - 0.9^t ≤ 4 (a float32 pow is within a
+        # few ulps) and the division 1: ≤ (3t + 5)·U32 = 1.2e-6 at t = 5 (measured 1.2e-7); ×2
+        chex.assert_trees_all_close(out, jnp.array([1.0, 2.0, 3.0]), rtol=(3 * t + 5) * U32 * 2)
 
 
 def test_ratio_feeds_both_sides_the_same_raw_updates():
     tx = gc.ratio(gc.scale(3.0), gc.chain(gc.scale(2.0), gc.sqrt()), eps=1.0)
     out, _ = tx.update(jnp.array([8.0]), tx.init(jnp.zeros(1)))
-    chex.assert_trees_all_close(out, jnp.array([24.0 / (4.0 + 1.0)]))
+    chex.assert_trees_all_close(out, jnp.array([24.0 / (4.0 + 1.0)]))  # 1 rounding (the division) ≤ U32
 
 
 @pytest.mark.parametrize(
@@ -96,6 +111,10 @@ def test_ratio_feeds_both_sides_the_same_raw_updates():
     ids=["clip", "global_norm", "global_norm_inactive", "decay", "trace", "rms"],
 )
 def test_transform_matches_optax(ours, theirs):
+    # The same formulas in float32: 20 steps, each rounding a parameter and its step (≤ 1 in size
+    # for every transform here) ≤ 4 times, |Δ| ≤ 20·4·U32·(|p| + 1) = 4.8e-6·(|p| + 1); tolerance
+    # 1e-5·|p| + 1e-6, measured ≤ 0.05 of it (rms; the others are bitwise equal), with and without
+    # FMA (XLA_FLAGS=--xla_cpu_max_isa=AVX).
     a, _ = run(ours, PARAMS, 20)
     b, _ = run(theirs, PARAMS, 20)
     assert_close(a, b, rtol=1e-5, atol=1e-6)
@@ -103,7 +122,10 @@ def test_transform_matches_optax(ours, theirs):
 
 def test_global_norm_clip_leaves_a_norm_of_max_norm():
     out, _ = gc.clip_by_global_norm(0.5).update(GRADS, gc.clip_by_global_norm(0.5).init(PARAMS))
-    assert float(gc.global_norm(out)) == pytest.approx(0.5, rel=1e-6)
+    # two float32 norms of n = 59 squares (each ≤ n·U32/2 + U32 relative, in any summation order),
+    # the scale 0.5/norm and the scaled leaves (1 rounding each): ≤ (n + 4)·U32 = 3.8e-6
+    n = sum(g.size for g in jax.tree.leaves(GRADS))
+    assert float(gc.global_norm(out)) == pytest.approx(0.5, rel=(n + 4) * U32)
 
 
 # --- penalties and weight decay ---------------------------------------------------------------
@@ -122,7 +144,11 @@ def elastic_net(params, l1, l2):
 def test_penalty_gradient_is_the_gradient_of_the_penalty(tx, l1, l2, jit_or_eager):
     out, _ = jit_or_eager(tx.update)(GRADS, tx.init(PARAMS), PARAMS)
     expected = jax.tree.map(jnp.add, GRADS, jax.grad(elastic_net)(PARAMS, l1, l2))
-    chex.assert_trees_all_close(out, expected, rtol=1e-6)
+    # g + 2·l2·w + l1·sign(w), two ways: ≤ 3 roundings each of terms of size ≤ |g| + 2·l2·|w| + l1,
+    # so |Δ| ≤ 6·U32·that, an absolute bound (g and the penalty can cancel, which defeats an rtol:
+    # with atol 0 one entry used 0.65 of rtol 1e-6)
+    terms = max(float(jnp.max(jnp.abs(g) + 2 * l2 * jnp.abs(w) + l1)) for g, w in zip(jax.tree.leaves(GRADS), jax.tree.leaves(PARAMS)))
+    chex.assert_trees_all_close(out, expected, rtol=6 * U32, atol=6 * U32 * terms)
 
 
 def test_decay_needs_the_parameters():
@@ -150,7 +176,7 @@ def test_masked_with_a_prefix_mask_and_a_callable(jit_or_eager):
     for mask in (prefix, lambda params: prefix):
         tx = gc.masked(inner, mask)
         out, _ = jit_or_eager(tx.update)(GRADS, tx.init(PARAMS), PARAMS)
-        chex.assert_trees_all_close(out["dense"], jax.tree.map(lambda g: 10 * g, GRADS["dense"]))
+        chex.assert_trees_all_close(out["dense"], jax.tree.map(lambda g: 10 * g, GRADS["dense"]))  # 1 rounding, the same
         chex.assert_trees_all_equal(out["conv"], GRADS["conv"])
 
 

@@ -140,7 +140,7 @@ def clip_by_block_rms(threshold: hyper.Hyperparameter) -> GradientTransformation
     return _clip_by_block_rms(threshold)
 
 
-def _scale_by_param_block_rms(min_scale=1e-3, *, names=None) -> GradientTransformation:
+def _scale_by_param_block_rms(min_scale: hyper.Hyperparameter = 1e-3, *, names=None) -> GradientTransformation:
     names = dict(names or {})
     _check_all({"min_scale": min_scale}, names, {"min_scale": {"low": 0.0}})
 

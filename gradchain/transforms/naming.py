@@ -144,7 +144,7 @@ def live_transformation(
     stored = {arg: names.get(arg, arg) for arg in values}
     live = [arg for arg in values if stored[arg] is not None]
     constants = {arg: value for arg, value in values.items() if stored[arg] is None}
-    hypers = {stored[arg]: values[arg] for arg in live}
+    hypers = {name: values[arg] for arg in live if (name := stored[arg]) is not None}
 
     def step(updates, buffers, params, count, *live_values):
         arguments = {arg: _at(value, count) for arg, value in constants.items()}
