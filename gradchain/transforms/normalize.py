@@ -22,6 +22,7 @@ from gradchain.core import EmptyState, GradientTransformation
 from gradchain.state import short_repr
 from gradchain.transforms._base import cast_like
 from gradchain.transforms.clipping import global_norm
+from gradchain.transforms.elementwise_pieces import negate
 from gradchain.transforms.naming import live_transformation
 
 
@@ -96,6 +97,6 @@ def flip_sign() -> GradientTransformation:
     """``u <- -u`` (exact in floating point; Adafactor's final step into descent).
 
     Returns:
-      A stateless transformation (state ``EmptyState()``).
+      A stateless transformation (state ``EmptyState()``): :func:`~gradchain.transforms.elementwise_pieces.negate`.
     """
-    return _stateless(jnp.negative)
+    return negate()

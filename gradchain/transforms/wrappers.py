@@ -127,7 +127,8 @@ class ApplyIfFiniteState(NamedTuple):
 
 
 def _all_finite(tree: Any) -> jax.Array:
-    flags = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]
+    """True when every floating leaf of ``tree`` is finite (integer leaves always are): one traceable scalar."""
+    flags = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree) if jnp.issubdtype(jnp.result_type(x), jnp.inexact)]
     return jnp.all(jnp.stack(flags)) if flags else jnp.array(True)
 
 

@@ -32,6 +32,7 @@ import numpy as np
 from gradchain import flat as flat_params
 from gradchain.core import GradientTransformation, apply_updates
 from gradchain.protocol import Split, Trainable, check_data, check_labels, num_outputs
+from gradchain.transforms.wrappers import _all_finite
 from gradchain.tuning.early_stopping import EarlyStopping
 
 
@@ -261,12 +262,6 @@ class Fit:
         every array it closes over (the data).  Equal programs on equal data give equal hashes."""
         self.check_config(config, key)
         return self._fingerprints[frozenset(config)]
-
-
-def _all_finite(tree) -> jax.Array:
-    """True when every floating leaf of ``tree`` is finite (one scalar, traceable)."""
-    leaves = [jnp.all(jnp.isfinite(a)) for a in jax.tree.leaves(tree) if jnp.issubdtype(jnp.result_type(a), jnp.inexact)]
-    return jnp.all(jnp.stack(leaves)) if leaves else jnp.bool_(True)
 
 
 def training_step(trainable: Trainable, tx: GradientTransformation, params, model_state, opt_state, batch, key,
