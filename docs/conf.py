@@ -71,8 +71,21 @@ nb_execution_show_tb = True
 nb_merge_streams = True
 nb_output_stderr = "show"
 
-html_theme = "alabaster"
+# sphinx-book-theme (on pydata-sphinx-theme): the article takes the whole width between the
+# sidebars (no fixed ~60-character column; long code lines scroll), a page table of contents on
+# the right, and the built-in search box (Sphinx's own index) in the left sidebar.
+html_theme = "sphinx_book_theme"
 html_title = f"gradchain {release}"
+html_theme_options = {
+    "repository_url": "https://github.com/gradchain/gradchain",
+    "repository_branch": "main",
+    "path_to_docs": "docs",
+    "use_repository_button": True,
+    "use_issues_button": True,
+    "home_page_in_toc": True,
+    "show_navbar_depth": 1,
+    "show_toc_level": 2,
+}
 
 
 def _api_page() -> str:

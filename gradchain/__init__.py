@@ -93,3 +93,6 @@ __all__ += _transforms.__all__
 __all__ += _curvature.__all__
 __all__ += _zoo.__all__
 __all__ += _combinators.__all__
+# A name two subpackages both export (zoo.layerwise re-exports the transforms its optimizers are
+# built from; combinators.ema is transforms' ema) is the same object: listed once.
+__all__ = list(dict.fromkeys(__all__))

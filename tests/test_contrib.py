@@ -26,7 +26,6 @@ from optax_parity import PROBLEMS, float64, trajectory
 import gradchain as gc
 import gradchain.contrib as gcc
 from gradchain import hyper
-from gradchain.contrib import scaling as contrib_scaling
 from gradchain.state import _matches
 
 F64_RTOL = 1e-9  # the shared harness's criterion (tests/optax_parity.py), over 60 steps
@@ -56,7 +55,7 @@ def sam_pair(lib):
             return optax.contrib.sam(optax.sgd(learning_rate), adv, sync_period, reset_state)
     else:
         def make(learning_rate=0.1, rho=0.05, sync_period=2, reset_state=True):
-            adv = gc.chain(gcc.normalize(), contrib_scaling.scale_by_learning_rate(rho, name="rho"))
+            adv = gc.chain(gcc.normalize(), gc.scale_by_learning_rate(rho, name="rho"))
             return gcc.sam(gc.sgd(learning_rate), adv, sync_period, reset_state)
     return make
 
@@ -605,7 +604,7 @@ def test_sam_opaque_mode_equals_optax():
 
 def test_sam_keeps_a_set_adversarial_rate_across_syncs():
     params = {"w": jnp.array([1.0, -2.0])}
-    adv = gc.chain(gcc.normalize(), contrib_scaling.scale_by_learning_rate(0.05, name="rho"))
+    adv = gc.chain(gcc.normalize(), gc.scale_by_learning_rate(0.05, name="rho"))
     tx = gcc.sam(gc.sgd(0.1), adv, sync_period=2)
     state = gc.set_hyperparams(tx.init(params), rho=0.3)
     for _ in range(4):

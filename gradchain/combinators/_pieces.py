@@ -1,5 +1,6 @@
 """The small pieces the combinators share: a gate that runs an inner transformation or not, the
-running accumulation of k updates, state plumbing for wrappers, and argument checks.
+running accumulation of k updates, and the checks of counts and limits (the other argument
+checks are :mod:`gradchain.transforms._base`'s).
 
 * :func:`run_if` — ``pred ? inner.update(...) : otherwise``, as one ``lax.cond``: the inner
   transformation runs only on the steps that use it, and its state is kept exactly as it was on
@@ -7,8 +8,6 @@ running accumulation of k updates, state plumbing for wrappers, and argument che
 * :func:`accumulate` — the running sum ``a + g`` or the running mean ``a + (g - a)/(n + 1)``
   (Welford, Technometrics 1962: the mean of n + 1 values from the mean of n, without the sum's
   growth), and :func:`emits` — the counter gate ``n == k - 1`` (``apply_every``, ``MultiSteps``);
-* :func:`renamed` — a transformation's state under other names (``trace`` is
-  ``scale_by_momentum`` whose ``velocity`` Optax calls ``trace``);
 * :func:`is_placeholder` — the stand-in tree ``tree_map_params`` (gradchain's and Optax's) calls
   ``init`` with; a wrapper that needs the real tree's structure passes it through.
 """
@@ -27,20 +26,6 @@ from gradchain import hyper
 
 # ---------------------------------------------------------------------------------------------
 # Checks at construction.
-
-
-def check_transformation(name: str, tx: Any) -> None:
-    """A ``TypeError`` naming ``name`` unless ``tx`` has callable ``init`` and ``update``."""
-    if not (callable(getattr(tx, "init", None)) and callable(getattr(tx, "update", None))):
-        raise TypeError(
-            f"{name} must be a gradient transformation with `init` and `update` (gradchain's or "
-            f"Optax's), got {tx!r} of type {type(tx).__name__}"
-        )
-
-
-def check_bool(name: str, value: Any) -> None:
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name} must be a bool, got {value!r} of type {type(value).__name__}")
 
 
 def check_count(name: str, value: Any) -> Any:
@@ -72,19 +57,6 @@ def check_nonnegative(name: str, value: Any) -> None:
 def as_count(value: jax.Array) -> jax.Array:
     """A stored (float) period as the int32 it stands for."""
     return jnp.round(jnp.asarray(value)).astype(jnp.int32)
-
-
-# ---------------------------------------------------------------------------------------------
-# Hyperparameters of a wrapper, stored as the `transformation` helper stores them.
-
-
-def initial_hyperparams(hypers: dict[str, hyper.Hyperparameter]) -> dict[str, jax.Array]:
-    return {name: hyper.initial(value) for name, value in hypers.items()}
-
-
-def next_hyperparams(hypers: dict[str, hyper.Hyperparameter], stored: dict[str, Any], count: jax.Array) -> dict:
-    """The values the next update uses after the update with index ``count``."""
-    return {name: hyper.next_value(value, stored[name], count) for name, value in hypers.items()}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -144,39 +116,6 @@ def accumulate(grad: jax.Array, acc: jax.Array, n: jax.Array, mean: bool) -> jax
 def emits(n: jax.Array, k: jax.Array) -> jax.Array:
     """The counter gate: the ``n``-th micro-step (from 0) of a window of ``k`` is its last."""
     return n == k - 1
-
-
-# ---------------------------------------------------------------------------------------------
-# A transformation's state under Optax's names.
-
-
-def renamed(inner: Any, inner_type: type, outer_type: type, *, fields: dict[str, str], hypers: dict[str, str]):
-    """``inner`` with its state shown as ``outer_type``: field ``f`` as ``fields[f]``, hyperparameter
-    ``h`` as ``hypers[h]`` (the same arrays, the same arithmetic)."""
-    from gradchain.core import GradientTransformation
-
-    back_fields = {v: k for k, v in fields.items()}
-    back_hypers = {v: k for k, v in hypers.items()}
-
-    def outward(state):
-        values: dict[str, Any] = {fields[f] if f in fields else f: getattr(state, f) for f in state._fields}
-        values["hyperparams"] = {hypers.get(k, k): v for k, v in state.hyperparams.items()}
-        return outer_type(**values)
-
-    def init(params):
-        return outward(inner.init(params))
-
-    def update(updates, state, params=None):
-        if not isinstance(state, outer_type):
-            raise TypeError(
-                f"state must be a {outer_type.__name__} (from this transformation's init), got {type(state).__name__}"
-            )
-        values: dict[str, Any] = {back_fields[f] if f in back_fields else f: getattr(state, f) for f in state._fields}
-        values["hyperparams"] = {back_hypers.get(k, k): v for k, v in state.hyperparams.items()}
-        updates, new = inner.update(updates, inner_type(**values), params)
-        return updates, outward(new)
-
-    return GradientTransformation(init, update)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -4,7 +4,7 @@
 name                        formula                                          built from
 ==========================  ===============================================  ==========================
 ``trace(decay)``            ``t <- decay·t + g``; out ``t`` (or ``g + decay·t``)  ``scale_by_momentum``
-``ema(decay)``              ``e <- decay·e + (1-decay)·g``; out ``e/(1-decay^t)``  ``moment(debias=True)``
+``ema(decay)``              ``e <- decay·e + (1-decay)·g``; out ``e/(1-decay^t)``  ``elementwise_pieces.ema``
 ``apply_every(k)``          sum ``k`` updates, emit the sum every k-th step   counter gate + sum
 ``MultiSteps(opt, k)``      mean (or sum) of k gradients into ``opt``         counter gate + Welford
                             once every k micro-steps
@@ -30,21 +30,19 @@ from gradchain import hyper
 from gradchain.combinators._pieces import (
     accumulate,
     as_count,
-    check_bool,
     check_count,
     check_nonnegative,
-    check_transformation,
     cond,
     emits,
     install_reprs,
-    renamed,
     run_if,
     zeros_like_output,
 )
 from gradchain.core import GradientTransformation, GradientTransformationExtraArgs, accepted_extra_args
-from gradchain.transforms._base import transformation
-from gradchain.transforms.adaptive import MomentState, moment
+from gradchain.transforms._base import canonical_dtype, check_bool, check_transformation, transformation
+from gradchain.transforms.elementwise_pieces import EmaState, ema
 from gradchain.transforms.momentum import ScaleByMomentumState, scale_by_momentum
+from gradchain.transforms.naming import renamed
 from gradchain.transforms.wrappers import _all_finite
 
 __all__ = [
@@ -60,15 +58,6 @@ __all__ = [
     "skip_not_finite",
     "trace",
 ]
-
-
-def _dtype(name: str, dtype: Any) -> Any:
-    if dtype is None:
-        return None
-    try:
-        return jnp.dtype(dtype)
-    except TypeError as err:
-        raise TypeError(f"{name} must be None or a dtype, got {dtype!r}") from err
 
 
 class TraceState(NamedTuple):
@@ -94,36 +83,8 @@ def trace(decay: hyper.Hyperparameter, nesterov: bool = False, accumulator_dtype
     """
     hyper.check("decay", decay, low=0.0, high=1.0, high_open=True)
     check_bool("nesterov", nesterov)
-    inner = scale_by_momentum(decay, bool(nesterov), dtype=_dtype("accumulator_dtype", accumulator_dtype))
-    return renamed(
-        inner, ScaleByMomentumState, TraceState, fields={"velocity": "trace"}, hypers={"momentum": "decay"}
-    )
-
-
-class EmaState(NamedTuple):
-    count: jax.Array  # pyright: ignore[reportIncompatibleMethodOverride] - a field, as in Optax
-    hyperparams: dict  # {"decay": ...}
-    ema: Any  # a pytree like the parameters (Optax's field name)
-
-
-def ema(decay: hyper.Hyperparameter, debias: bool = True, accumulator_dtype: Any = None) -> GradientTransformation:
-    """Exponential moving average of the updates, ``e <- decay·e + (1 - decay)·g``, output
-    ``e / (1 - decay^t)`` at the t-th update when ``debias`` (Kingma & Ba, ICLR 2015, Alg. 1), as
-    ``optax.ema``.
-
-    It is :func:`gradchain.moment` (``order=1``) with Optax's field name ``ema``.
-
-    Args:
-      decay: in [0, 1): a number, an array or a schedule.
-      debias: divide by ``1 - decay^t`` (undo the zero start).
-      accumulator_dtype: storage dtype of the average (default: each parameter's).
-
-    Returns:
-      A transformation with state ``EmaState(count, hyperparams={"decay"}, ema)``.
-    """
-    check_bool("debias", debias)
-    inner = moment(decay, 1, dtype=_dtype("accumulator_dtype", accumulator_dtype), name="decay", debias=bool(debias))
-    return renamed(inner, MomentState, EmaState, fields={"moment": "ema"}, hypers={})
+    inner = scale_by_momentum(decay, bool(nesterov), dtype=canonical_dtype("accumulator_dtype", accumulator_dtype))
+    return renamed(inner, (ScaleByMomentumState, TraceState), momentum="decay")
 
 
 class ApplyEvery(NamedTuple):
@@ -299,7 +260,7 @@ class MultiSteps:
         self._every_k_schedule = every_k_schedule
         self._use_grad_mean = bool(use_grad_mean)
         self._should_skip_update_fn = should_skip_update_fn or _never_skip
-        self._accumulator_dtype = _dtype("accumulator_dtype", accumulator_dtype)
+        self._accumulator_dtype = canonical_dtype("accumulator_dtype", accumulator_dtype)
 
     @property
     def inner_opt(self) -> GradientTransformation:
@@ -385,4 +346,4 @@ class MultiSteps:
         return GradientTransformationExtraArgs(self.init, self.update)
 
 
-install_reprs(TraceState, EmaState, ApplyEvery, MultiStepsState)
+install_reprs(TraceState, ApplyEvery, MultiStepsState)

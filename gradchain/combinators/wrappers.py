@@ -21,11 +21,9 @@ import jax.numpy as jnp
 from gradchain import hyper
 from gradchain.combinators._pieces import (
     as_count,
-    check_bool,
     check_count,
     check_nonnegative,
     check_predicate,
-    check_transformation,
     install_reprs,
     run_if,
 )
@@ -35,7 +33,7 @@ from gradchain.core import (
     GradientTransformationExtraArgs,
     accepted_extra_args,
 )
-from gradchain.transforms._base import cast_like, require_params, transformation
+from gradchain.transforms._base import cast_like, check_bool, check_transformation, require_params, transformation
 from gradchain.transforms.clipping import global_norm
 
 __all__ = [

@@ -10,7 +10,7 @@ gradchain transforms (see :mod:`gradchain.contrib.optimizers`); the new pieces l
 - :mod:`~gradchain.contrib.adaptive`: ADOPT, AdEMAMix, MADGRAD, COCOB, Sophia and Hutchinson's
   Hessian-diagonal estimate;
 - :mod:`~gradchain.contrib.sharpness`: sharpness-aware minimisation;
-- :mod:`~gradchain.contrib.scaling`: learning-rate / decay / Adam pieces with Optax's field names.
+- :mod:`~gradchain.contrib.scaling`: Adam's bias-corrected second moment alone (schedule-free AdamW's base).
 """
 
 from gradchain.contrib import adaptive, distance, interpolation, newton_schulz, optimizers, scaling, sharpness

@@ -16,17 +16,17 @@ import jax.numpy as jnp
 import numpy as np
 
 from gradchain import hyper
-from gradchain.contrib._base import (
+from gradchain.contrib._base import copy_tree, lowest_dtype, zeros_like
+from gradchain.core import GradientTransformationExtraArgs, accepted_extra_args
+from gradchain.transforms._base import (
+    cast_like,
     check_bool,
     check_int,
     check_transformation,
-    copy_tree,
-    lowest_dtype,
+    initial_hyperparams,
+    require_params,
     transformation,
-    zeros_like,
 )
-from gradchain.core import GradientTransformationExtraArgs, accepted_extra_args
-from gradchain.transforms._base import cast_like, require_params
 
 __all__ = [
     "hutchinson_estimator_diag_hessian",
@@ -99,7 +99,7 @@ def scale_by_adopt(
     if use_clipping:
         hypers["clip_value"] = hyper.check("clip_value_fn", clip_value_fn, low=0.0)
 
-    def init_fields(params, hp):
+    def init_fields(params):
         return {"mu": zeros_like(params, mu_dtype), "nu": zeros_like(params)}
 
     def step(updates, fields, params, count, b1, b2, eps, *clip):
@@ -166,7 +166,7 @@ def scale_by_ademamix(
     hyper.check("eps", eps, low=0.0, low_open=True)
     hyper.check("eps_root", eps_root, low=0.0)
 
-    def init_fields(params, hp):
+    def init_fields(params):
         zeros = lambda: zeros_like(params, mu_dtype)
         return {"count_m2": jnp.zeros([], jnp.int32), "m1": zeros(), "m2": zeros(), "nu": zeros()}
 
@@ -234,7 +234,7 @@ def scale_by_madgrad(
     hyper.check("momentum", momentum, low=0.0, high=1.0, high_open=True)
     hyper.check("eps", eps, low=0.0, low_open=True)
 
-    def init_fields(params, hp):
+    def init_fields(params):
         return {"grad_sum_sq": zeros_like(params), "s": zeros_like(params), "x0": copy_tree(params)}
 
     def step(updates, fields, params, count, lr, momentum, eps):
@@ -290,7 +290,8 @@ def scale_by_cocob(alpha: hyper.Hyperparameter = 100.0, eps: hyper.Hyperparamete
     hyper.check("alpha", alpha, low=0.0, low_open=True)
     hyper.check("eps", eps, low=0.0, low_open=True)
 
-    def init_fields(params, hp):
+    def init_fields(params):
+        hp = initial_hyperparams({"alpha": alpha, "eps": eps})
         zeros = lambda: zeros_like(params)
         return {
             "init_particles": copy_tree(params),
@@ -444,7 +445,7 @@ def scale_by_sophia(
     if clip_threshold is not None:
         hypers["clip_threshold"] = hyper.check("clip_threshold", clip_threshold, low=0.0, low_open=True)
 
-    def init_fields(params, hp):
+    def init_fields(params):
         return {"mu": zeros_like(params, mu_dtype), "nu": zeros_like(params), "hessian_fn_state": hessian.init(params)}
 
     def step(updates, fields, params, count, b1, b2, eps, gamma, interval, *clip, **kwargs):

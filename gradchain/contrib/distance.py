@@ -22,18 +22,8 @@ import jax
 import jax.numpy as jnp
 
 from gradchain import hyper
-from gradchain.contrib._base import (
-    check_bool,
-    check_choice,
-    copy_tree,
-    lowest_dtype,
-    transformation,
-    tree_norm,
-    tree_sum,
-    tree_vdot,
-    zeros_like,
-)
-from gradchain.transforms._base import require_params
+from gradchain.contrib._base import copy_tree, lowest_dtype, tree_norm, tree_sum, tree_vdot, zeros_like
+from gradchain.transforms._base import check_bool, check_choice, initial_hyperparams, require_params, transformation
 
 __all__ = ["scale_by_dadapt_adamw", "scale_by_dog", "scale_by_dowg", "scale_by_prodigy"]
 
@@ -98,7 +88,8 @@ def scale_by_dog(init_step: tuple[str, Any], eps: hyper.Hyperparameter = 1e-8) -
             return value * (1 + tree_norm(init_params))
         return jnp.zeros_like(value)
 
-    def init_fields(params, hp):
+    def init_fields(params):
+        hp = initial_hyperparams({"init_step": value, "eps": eps})
         dtype = lowest_dtype(params)
         return {
             "is_init_step": jnp.asarray(True),
@@ -157,7 +148,8 @@ def scale_by_dowg(init_estim_sq_dist: hyper.Hyperparameter | None = None, eps: h
     if init_estim_sq_dist is not None:
         hypers["init_estim_sq_dist"] = hyper.check("init_estim_sq_dist", init_estim_sq_dist, low=0.0, low_open=True)
 
-    def init_fields(params, hp):
+    def init_fields(params):
+        hp = initial_hyperparams(hypers)
         dtype = lowest_dtype(params)
         start = hp.get("init_estim_sq_dist", hp["eps"])
         return {
@@ -256,7 +248,8 @@ def scale_by_prodigy(
     if beta3 is not None:
         hypers["beta3"] = hyper.check("beta3", beta3, low=0.0, high=1.0, high_open=True)
 
-    def init_fields(params, hp):
+    def init_fields(params):
+        hp = initial_hyperparams(hypers)
         dtype = lowest_dtype(params)
         return {
             "exp_avg": zeros_like(params), "exp_avg_sq": zeros_like(params), "grad_sum": zeros_like(params),
@@ -348,7 +341,8 @@ def scale_by_dadapt_adamw(
     hypers = {"learning_rate": learning_rate, "beta1": beta1, "beta2": beta2, "eps": eps,
               "estim_lr0": estim_lr0, "weight_decay": weight_decay}
 
-    def init_fields(params, hp):
+    def init_fields(params):
+        hp = initial_hyperparams(hypers)
         dtype = lowest_dtype(params)
         return {
             "exp_avg": zeros_like(params), "exp_avg_sq": zeros_like(params), "grad_sum": zeros_like(params),

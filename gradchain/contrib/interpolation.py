@@ -21,10 +21,10 @@ import jax
 import jax.numpy as jnp
 
 from gradchain import hyper
-from gradchain.contrib._base import check_transformation, copy_tree, is_named_tuple, lowest_dtype, transformation
+from gradchain.contrib._base import copy_tree, is_named_tuple, lowest_dtype
 from gradchain.core import accepted_extra_args
 from gradchain.multi_tensor import MultiTensorState, Packed, _pack, _unpack
-from gradchain.transforms._base import cast_like
+from gradchain.transforms._base import cast_like, check_transformation, transformation
 
 __all__ = ["ScheduleFreeState", "schedule_free", "schedule_free_eval_params"]
 
@@ -83,7 +83,7 @@ def schedule_free(
     hyper.check("weight_lr_power", weight_lr_power, low=0.0)
     schedule = learning_rate if callable(learning_rate) and not hasattr(learning_rate, "shape") else None
 
-    def init_fields(params, hp):
+    def init_fields(params):
         dtype = lowest_dtype(params)
         return {
             "weight_sum": jnp.zeros([], dtype),

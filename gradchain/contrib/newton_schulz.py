@@ -31,9 +31,9 @@ import numpy as np
 from jax.core import Tracer
 
 from gradchain import hyper
-from gradchain.contrib._base import check_bool, check_choice, check_int, transformation, zeros_like
+from gradchain.contrib._base import zeros_like
 from gradchain.core import GradientTransformation
-from gradchain.transforms._base import cast_like
+from gradchain.transforms._base import cast_like, check_bool, check_choice, check_int, transformation
 
 __all__ = [
     "MuonDimensionNumbers",
@@ -292,7 +292,7 @@ def scale_by_muon(
     check_bool("adaptive", adaptive)
     check_choice("preconditioning", preconditioning, PRECONDITIONINGS)
 
-    def init_fields(params, hp):
+    def init_fields(params):
         return {"mu": zeros_like(params, mu_dtype)}
 
     def step(updates, fields, params, count, ns_coeffs, beta, eps):

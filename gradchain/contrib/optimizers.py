@@ -43,7 +43,6 @@ import jax.numpy as jnp
 
 from gradchain import hyper
 from gradchain.contrib import scaling
-from gradchain.contrib._base import check_int
 from gradchain.contrib.adaptive import (
     hutchinson_estimator_diag_hessian,
     scale_by_ademamix,
@@ -66,7 +65,10 @@ from gradchain.contrib.sharpness import normalize, sam
 from gradchain.core import GradientTransformation, GradientTransformationExtraArgs, chain
 from gradchain.multi_tensor import multi_tensor
 from gradchain.optimizers import _front
+from gradchain.transforms._base import check_int
 from gradchain.transforms.decay import add_decayed_weights
+from gradchain.transforms.elementwise_pieces import scale_by_adam_moments
+from gradchain.transforms.naming import renamed
 from gradchain.transforms.scaling import scale_by_learning_rate
 from gradchain.transforms.wrappers import masked
 
@@ -245,7 +247,7 @@ def cocob(
       A gradient transformation; state fields ``init_particles``, ``cumulative_gradients``,
       ``scale``, ``subgradients``, ``reward`` as Optax's.
     """
-    core = [scaling.scale_by_learning_rate(learning_rate, flip_sign=False), scale_by_cocob(alpha, eps)]
+    core = [scale_by_learning_rate(learning_rate, flip_sign=False), scale_by_cocob(alpha, eps)]
     return _with_decay(core, add_decayed_weights(weight_decay, mask), mask is not None, decay_first=True, name="cocob")
 
 
@@ -606,10 +608,13 @@ def muon(
 
     Returns:
       A gradient transformation.  Its state holds ``MuonState(count, hyperparams, mu)`` (2-d
-      leaves) and ``ScaleByAdamState(count, hyperparams, mu, nu)`` (the others), so ``mu``
+      leaves) and ``ScaleByAdamMomentsState(count, hyperparams, mu, nu)`` (the others), so ``mu``
       names two fields (as in Optax's state): read them by path.
     """
     hyper.check("learning_rate", learning_rate, low=0.0)
+    for name, value in (("adam_b1", adam_b1), ("adam_b2", adam_b2)):
+        hyper.check(name, value, low=0.0, high=1.0, high_open=True)
+    hyper.check("adam_eps_root", adam_eps_root, low=0.0)
     lr_name = "learning_rate" if adam_learning_rate is None else "adam_learning_rate"
     adam_lr = learning_rate if adam_learning_rate is None else adam_learning_rate
     spec = muon_weight_dimension_numbers
@@ -624,12 +629,12 @@ def muon(
         scale_by_learning_rate(learning_rate),
     )
     adam_branch = chain(
-        scaling.scale_by_adam(
-            adam_b1, adam_b2, eps, adam_eps_root, mu_dtype=mu_dtype, nesterov=nesterov,
-            names=("adam_b1", "adam_b2", "eps", "adam_eps_root"),
+        renamed(
+            scale_by_adam_moments(adam_b1, adam_b2, eps, adam_eps_root, mu_dtype, nesterov=nesterov),
+            b1="adam_b1", b2="adam_b2", eps_root="adam_eps_root",
         ),
-        scaling.add_decayed_weights(adam_weight_decay, name="adam_weight_decay"),
-        scaling.scale_by_learning_rate(adam_lr, name=lr_name),
+        add_decayed_weights(adam_weight_decay, name="adam_weight_decay"),
+        scale_by_learning_rate(adam_lr, name=lr_name),
     )
     in_adam = lambda params: jax.tree.map(lambda m: not m, in_muon(params))
     return _front(chain(masked(muon_branch, in_muon), masked(adam_branch, in_adam)), "muon", stateless=False)

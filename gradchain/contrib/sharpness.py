@@ -22,8 +22,9 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from gradchain.contrib._base import check_bool, check_int, check_transformation, is_named_tuple, tree_norm
+from gradchain.contrib._base import is_named_tuple, tree_norm
 from gradchain.core import EmptyState, GradientTransformation, GradientTransformationExtraArgs, apply_updates
+from gradchain.transforms._base import check_bool, check_int, check_transformation
 
 __all__ = ["SAMState", "normalize", "sam"]
 

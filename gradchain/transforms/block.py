@@ -30,6 +30,8 @@ from gradchain.state import short_repr
 from gradchain.transforms._base import cast_like, require_params
 from gradchain.transforms.naming import live_transformation
 
+__all__ = ["AdaptiveGradClipState", "ClipByBlockRmsState", "ScaleByParamBlockNormState", "ScaleByParamBlockRmsState", "adaptive_grad_clip", "clip_by_block_rms", "scale_by_param_block_norm", "scale_by_param_block_rms"]
+
 
 class ClipByBlockRmsState(NamedTuple):
     count: jax.Array  # pyright: ignore[reportIncompatibleMethodOverride] - a field, as in Optax

@@ -34,24 +34,28 @@ def _maybe_masked(tx: GradientTransformation, mask) -> GradientTransformation:
     return tx if mask is None else masked(tx, mask)
 
 
-def add_decayed_weights(weight_decay: hyper.Hyperparameter = 1e-4, mask=None) -> GradientTransformation:
+def add_decayed_weights(
+    weight_decay: hyper.Hyperparameter = 1e-4, mask=None, *, name: str = "weight_decay"
+) -> GradientTransformation:
     """``u <- u + weight_decay · w`` (decoupled weight decay when placed after the scaling).
 
     Args:
       weight_decay: ≥ 0, a number, an array or a schedule.
       mask: which leaves decay (see :func:`gradchain.masked`; :func:`gradchain.decay_mask`
         excludes biases and norm scales).  Default: every leaf, as in torch and Optax.
+      name: the key in ``get_hyperparams`` (Muon's AdamW branch: ``"adam_weight_decay"``;
+        Adafactor's: ``"weight_decay_rate"``).
 
     Returns:
       A transformation that needs ``params`` in ``update``.
     """
-    hyper.check("weight_decay", weight_decay, low=0.0)
+    hyper.check(name, weight_decay, low=0.0)
 
     def step(updates, buffers, params, count, weight_decay):
         require_params(params, "add_decayed_weights")
         return jax.tree.map(lambda u, w: u + cast_like(weight_decay, u) * w, updates, params), buffers
 
-    return _maybe_masked(transformation(DecayState, step, {"weight_decay": weight_decay}), mask)
+    return _maybe_masked(transformation(DecayState, step, {name: weight_decay}), mask)
 
 
 def add_elastic_net_penalty(

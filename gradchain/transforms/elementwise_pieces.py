@@ -47,7 +47,15 @@ import numpy as np
 
 from gradchain import hyper
 from gradchain.core import EmptyState, GradientTransformation, GradientTransformationExtraArgs
-from gradchain.transforms._base import cast_like, transformation
+from gradchain.transforms._base import (
+    canonical_dtype,
+    cast_like,
+    check_bool,
+    check_state,
+    initial_hyperparams,
+    next_hyperparams,
+    transformation,
+)
 
 __all__ = [
     "AddNoiseState",
@@ -221,20 +229,6 @@ def _zeros(dtype: Any = None) -> Callable[[Any], Any]:
     return lambda params: jax.tree.map(lambda p: jnp.zeros_like(p, dtype=dtype), params)
 
 
-def _canonical_dtype(name: str, dtype: Any) -> Any:
-    if dtype is None:
-        return None
-    try:
-        return jnp.dtype(dtype)
-    except TypeError as err:
-        raise TypeError(f"{name} must be a dtype or None, got {dtype!r}") from err
-
-
-def _check_flag(name: str, value: Any) -> None:
-    if not isinstance(value, bool):
-        raise TypeError(f"{name} must be a bool, got {value!r}")
-
-
 def _check_decay(name: str, value: Any) -> None:
     hyper.check(name, value, low=0.0, high=1.0, high_open=True)
 
@@ -321,8 +315,8 @@ def scale_by_adam_moments(
     _check_decay("b2", b2)
     hyper.check("eps", eps, low=0.0)
     hyper.check("eps_root", eps_root, low=0.0)
-    _check_flag("nesterov", nesterov)
-    mu_dtype = _canonical_dtype("mu_dtype", mu_dtype)
+    check_bool("nesterov", nesterov)
+    mu_dtype = canonical_dtype("mu_dtype", mu_dtype)
 
     def step(updates, buffers, params, count, b1, b2, eps, eps_root):
         mu = jax.tree.map(lambda g, m: _ema(g, m, b1), updates, buffers["mu"])
@@ -372,9 +366,9 @@ def scale_by_amsgrad(
     _check_decay("b2", b2)
     hyper.check("eps", eps, low=0.0)
     hyper.check("eps_root", eps_root, low=0.0)
-    _check_flag("bias_correction_mu", bias_correction_mu)
-    _check_flag("bias_correction_nu", bias_correction_nu)
-    mu_dtype = _canonical_dtype("mu_dtype", mu_dtype)
+    check_bool("bias_correction_mu", bias_correction_mu)
+    check_bool("bias_correction_nu", bias_correction_nu)
+    mu_dtype = canonical_dtype("mu_dtype", mu_dtype)
 
     def step(updates, buffers, params, count, b1, b2, eps, eps_root):
         mu = jax.tree.map(lambda g, m: _ema(g, m, b1), updates, buffers["mu"])
@@ -467,7 +461,7 @@ def scale_by_radam(
     hyper.check("eps", eps, low=0.0)
     hyper.check("eps_root", eps_root, low=0.0)
     hyper.check("threshold", threshold, low=4.0)
-    _check_flag("nesterov", nesterov)
+    check_bool("nesterov", nesterov)
 
     def step(updates, buffers, params, count, b1, b2, eps, eps_root, threshold):
         mu = jax.tree.map(lambda g, m: _ema(g, m, b1), updates, buffers["mu"])
@@ -524,7 +518,7 @@ def scale_by_belief(
     _check_decay("b2", b2)
     hyper.check("eps", eps, low=0.0)
     hyper.check("eps_root", eps_root, low=0.0)
-    _check_flag("nesterov", nesterov)
+    check_bool("nesterov", nesterov)
 
     def step(updates, buffers, params, count, b1, b2, eps, eps_root):
         mu = jax.tree.map(lambda g, m: _ema(g, m, b1), updates, buffers["mu"])
@@ -714,8 +708,8 @@ def ema(
       A transformation with state ``EmaState(count, hyperparams, ema)``.
     """
     _check_decay(name, decay)
-    _check_flag("debias", debias)
-    accumulator_dtype = _canonical_dtype("accumulator_dtype", accumulator_dtype)
+    check_bool("debias", debias)
+    accumulator_dtype = canonical_dtype("accumulator_dtype", accumulator_dtype)
 
     def step(updates, buffers, params, count, decay):
         new = jax.tree.map(lambda g, m: _ema(g, m, decay), updates, buffers["ema"])
@@ -780,7 +774,7 @@ def scale_by_lion(
     """
     hyper.check("b1", b1, low=0.0, high=1.0)
     _check_decay("b2", b2)
-    mu_dtype = _canonical_dtype("mu_dtype", mu_dtype)
+    mu_dtype = canonical_dtype("mu_dtype", mu_dtype)
 
     def step(updates, buffers, params, count, b1, b2):
         out = jax.tree.map(lambda g, m: jnp.sign(_ema(g, m, b1)), updates, buffers["mu"])
@@ -833,7 +827,7 @@ def scale_by_rprop(
     hyper.check("eta_plus", eta_plus, low=1.0)
     hyper.check("min_step_size", min_step_size, low=0.0)
     hyper.check("max_step_size", max_step_size, low=0.0)
-    _check_flag("lagged", lagged)
+    check_bool("lagged", lagged)
     concrete = [hyper.unwrap(v) for v in (min_step_size, max_step_size)]
     if all(isinstance(v, (int, float, np.ndarray, np.generic)) for v in concrete):
         if np.any(np.asarray(concrete[0]) > np.asarray(concrete[1])):
@@ -912,26 +906,6 @@ def scale_by_optimistic_gradient(
 # Pieces that need more than the updates: a random key, the loss value.
 
 
-def _initial_hypers(hypers: dict[str, hyper.Hyperparameter]) -> dict[str, jax.Array]:
-    return {name: hyper.initial(value) for name, value in hypers.items()}
-
-
-def _next_hypers(hypers: dict[str, hyper.Hyperparameter], stored: dict, count: jax.Array) -> dict:
-    return {name: hyper.next_value(value, stored[name], count) for name, value in hypers.items()}
-
-
-def _check_state(state: Any, state_type: type, hypers: dict) -> None:
-    if not isinstance(state, state_type):
-        raise TypeError(
-            f"state must be a {state_type.__name__} (from this transformation's init), got {type(state).__name__}"
-        )
-    if set(state.hyperparams) != set(hypers):
-        raise ValueError(
-            f"state belongs to another transformation: it holds hyperparameters {sorted(state.hyperparams)}, "
-            f"this one expects {sorted(hypers)}"
-        )
-
-
 def _is_typed_key(key: Any) -> bool:
     return hasattr(key, "dtype") and jnp.issubdtype(key.dtype, jax.dtypes.prng_key)
 
@@ -1004,11 +978,11 @@ def add_noise(
 
     def init(params):
         del params
-        return AddNoiseState(jnp.zeros([], jnp.int32), _initial_hypers(hypers), fresh_key())
+        return AddNoiseState(jnp.zeros([], jnp.int32), initial_hyperparams(hypers), fresh_key())
 
     def update(updates, state, params=None):
         del params
-        _check_state(state, AddNoiseState, hypers)
+        check_state(state, AddNoiseState, hypers)
         t = hyper.increment(state.count)
         eta, gamma = state.hyperparams["eta"], state.hyperparams["gamma"]
         std = jnp.sqrt(eta / t**gamma)
@@ -1019,7 +993,7 @@ def add_noise(
             g + cast_like(std, g) * jax.random.normal(k, jnp.shape(g), jnp.asarray(g).dtype)
             for g, k in zip(leaves, keys)
         ]
-        new_state = AddNoiseState(hyper.increment(state.count), _next_hypers(hypers, state.hyperparams, state.count),
+        new_state = AddNoiseState(hyper.increment(state.count), next_hyperparams(hypers, state.hyperparams, state.count),
                                   rng_key)
         return jax.tree.unflatten(treedef, noisy), new_state
 
@@ -1062,7 +1036,7 @@ def scale_by_polyak(
 
     def init(params):
         del params
-        return ScaleByPolyakState(jnp.zeros([], jnp.int32), _initial_hypers(hypers))
+        return ScaleByPolyakState(jnp.zeros([], jnp.int32), initial_hyperparams(hypers))
 
     def update(updates, state, params=None, *, value=None, **extra_args):
         del params, extra_args
@@ -1071,7 +1045,7 @@ def scale_by_polyak(
                 "scale_by_polyak needs the loss at the current parameters: "
                 "update(grads, state, params, value=loss)"
             )
-        _check_state(state, ScaleByPolyakState, hypers)
+        check_state(state, ScaleByPolyakState, hypers)
         f_min, max_lr, eps = (state.hyperparams[name] for name in hypers)
         sums = [jnp.sum(jnp.square(u)) for u in jax.tree.leaves(updates)]
         squared_norm = jnp.asarray(sum(sums)) if sums else jnp.zeros([], hyper.float_dtype())  # Optax's order: 0 + s₁ + s₂ ...
@@ -1085,7 +1059,7 @@ def scale_by_polyak(
             jnp.minimum(gap / denominator, max_lr.astype(squared_norm.dtype)),
         )
         out = jax.tree.map(lambda u: cast_like(size, u) * u, updates)
-        new_state = ScaleByPolyakState(hyper.increment(state.count), _next_hypers(hypers, state.hyperparams, state.count))
+        new_state = ScaleByPolyakState(hyper.increment(state.count), next_hyperparams(hypers, state.hyperparams, state.count))
         return out, new_state
 
     return GradientTransformationExtraArgs(init, update)

@@ -29,6 +29,8 @@ from gradchain.transforms._base import cast_like, require_params
 from gradchain.transforms.block import abs_sq
 from gradchain.transforms.naming import live_transformation
 
+__all__ = ["FactoredState", "factored_rms", "scale_by_factored_rms"]
+
 
 class FactoredState(NamedTuple):
     """Optax's layout: ``v_row``/``v_col`` hold a factored leaf's statistics (``(1,)`` zeros for

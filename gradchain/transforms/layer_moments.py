@@ -34,6 +34,8 @@ from gradchain.transforms.decay import add_decayed_weights
 from gradchain.transforms.momentum import ScaleByMomentumState, scale_by_momentum
 from gradchain.transforms.naming import live_transformation, renamed
 
+__all__ = ["NovogradMomentumState", "ScaleBySM3State", "SquaredNormMomentState", "scale_by_novograd", "scale_by_sm3", "sm3", "squared_norm_moment"]
+
 
 class SquaredNormMomentState(NamedTuple):
     count: jax.Array  # pyright: ignore[reportIncompatibleMethodOverride] - a field, as in Optax

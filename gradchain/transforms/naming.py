@@ -26,6 +26,8 @@ from gradchain import hyper
 from gradchain.core import GradientTransformation, GradientTransformationExtraArgs, accepted_extra_args
 from gradchain.transforms._base import transformation
 
+__all__ = ["live_transformation", "renamed"]
+
 
 def _is_named_tuple(node: Any) -> bool:
     return isinstance(node, tuple) and hasattr(node, "_fields")

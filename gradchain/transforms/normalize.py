@@ -1,4 +1,4 @@
-"""Normalising updates: centring each leaf, dividing by the update norm, flipping the sign.
+"""Normalising updates: centring each leaf, dividing by the update norm.
 
 =======================================  ======================================================
 piece                                    formula
@@ -6,7 +6,6 @@ piece                                    formula
 ``centralize()``                         ``u <- u - mean(u over all axes but the first)``, per
                                          leaf of rank ≥ 2 (Yong et al., ECCV 2020)
 ``normalize_by_update_norm(s, eps)``     ``u <- s · u / (‖u‖ + eps)``, ‖·‖ over the whole tree
-``flip_sign()``                          ``u <- -u``
 =======================================  ======================================================
 """
 
@@ -22,8 +21,9 @@ from gradchain.core import EmptyState, GradientTransformation
 from gradchain.state import short_repr
 from gradchain.transforms._base import cast_like
 from gradchain.transforms.clipping import global_norm
-from gradchain.transforms.elementwise_pieces import negate
 from gradchain.transforms.naming import live_transformation
+
+__all__ = ["NormalizeByUpdateNormState", "centralize", "normalize_by_update_norm"]
 
 
 class NormalizeByUpdateNormState(NamedTuple):
@@ -91,12 +91,3 @@ def normalize_by_update_norm(
     return live_transformation(
         NormalizeByUpdateNormState, formula, {"scale_factor": scale_factor, "eps": eps}
     )
-
-
-def flip_sign() -> GradientTransformation:
-    """``u <- -u`` (exact in floating point; Adafactor's final step into descent).
-
-    Returns:
-      A stateless transformation (state ``EmptyState()``): :func:`~gradchain.transforms.elementwise_pieces.negate`.
-    """
-    return negate()

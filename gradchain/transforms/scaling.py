@@ -8,7 +8,7 @@ import jax
 
 from gradchain import hyper
 from gradchain.core import GradientTransformation
-from gradchain.transforms._base import cast_like, transformation
+from gradchain.transforms._base import cast_like, check_bool, transformation
 
 
 class ScaleState(NamedTuple):
@@ -34,18 +34,24 @@ def scale(factor: hyper.Hyperparameter, *, name: str = "factor") -> GradientTran
     return transformation(ScaleState, step, {name: factor})
 
 
-def scale_by_learning_rate(learning_rate: hyper.Hyperparameter) -> GradientTransformation:
-    """``u <- -learning_rate * u``, so that applying it takes the descent step ``x -= lr * u``.
+def scale_by_learning_rate(
+    learning_rate: hyper.Hyperparameter, *, flip_sign: bool = True, name: str = "learning_rate"
+) -> GradientTransformation:
+    """``u <- -learning_rate * u``, so that applying it takes the descent step ``x -= lr * u``
+    (``flip_sign=False``: ``u <- +learning_rate * u``, as Optax's ``flip_sign``).
 
     Args:
       learning_rate: finite and ≥ 0; a number, an array or a schedule ``step -> value``.
+      flip_sign: negate, so that applying the update descends.
+      name: the key in ``get_hyperparams`` (Muon's AdamW branch: ``"adam_learning_rate"``).
 
     Returns:
-      A transformation with state ``ScaleState(count, hyperparams={"learning_rate": ...})``.
+      A transformation with state ``ScaleState(count, hyperparams={name: ...})``.
     """
-    hyper.check("learning_rate", learning_rate, low=0.0)
+    hyper.check(name, learning_rate, low=0.0)
+    sign = -1 if check_bool("flip_sign", flip_sign) else 1
 
     def step(updates, buffers, params, count, learning_rate):
-        return jax.tree.map(lambda u: u * cast_like(-learning_rate, u), updates), buffers
+        return jax.tree.map(lambda u: u * cast_like(sign * learning_rate, u), updates), buffers
 
-    return transformation(ScaleState, step, {"learning_rate": learning_rate})
+    return transformation(ScaleState, step, {name: learning_rate})

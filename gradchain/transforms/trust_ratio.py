@@ -27,6 +27,8 @@ from gradchain.transforms._base import cast_like, require_params
 from gradchain.transforms.block import safe_norm
 from gradchain.transforms.naming import live_transformation
 
+__all__ = ["FromageStepState", "ScaleByTrustRatioState", "fromage_step", "scale_by_trust_ratio", "trust_ratio"]
+
 
 class ScaleByTrustRatioState(NamedTuple):
     count: jax.Array  # pyright: ignore[reportIncompatibleMethodOverride] - a field, as in Optax

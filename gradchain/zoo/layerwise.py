@@ -28,9 +28,11 @@ import jax
 import jax.numpy as jnp
 
 from gradchain import hyper
+from gradchain.combinators.accumulation import TraceState
 from gradchain.core import GradientTransformation, GradientTransformationExtraArgs, chain
 from gradchain.optimizers import _front
 from gradchain.state import short_repr
+from gradchain.transforms._base import check_bool
 from gradchain.transforms.adaptive import MomentState, moment, ratio, shift, sqrt
 from gradchain.transforms.block import (
     _clip_by_block_rms,
@@ -41,11 +43,12 @@ from gradchain.transforms.block import (
     scale_by_param_block_rms,
 )
 from gradchain.transforms.decay import add_decayed_weights
+from gradchain.transforms.elementwise_pieces import ema, negate
 from gradchain.transforms.factored import factored_rms, scale_by_factored_rms
 from gradchain.transforms.layer_moments import scale_by_novograd, scale_by_sm3, sm3 as _sm3
 from gradchain.transforms.momentum import ScaleByMomentumState, scale_by_momentum
 from gradchain.transforms.naming import renamed
-from gradchain.transforms.normalize import centralize, flip_sign, normalize_by_update_norm
+from gradchain.transforms.normalize import centralize, normalize_by_update_norm
 from gradchain.transforms.scaling import scale, scale_by_learning_rate
 from gradchain.transforms.trust_ratio import fromage_step, scale_by_trust_ratio, trust_ratio
 from gradchain.transforms.wrappers import masked
@@ -72,22 +75,6 @@ __all__ = [
 ]
 
 
-class EmaState(NamedTuple):
-    """Adafactor's momentum (``moment``'s state) under Optax's name: ``ema``."""
-
-    count: jax.Array  # pyright: ignore[reportIncompatibleMethodOverride] - a field, as in Optax
-    hyperparams: dict
-    ema: Any
-
-
-class TraceState(NamedTuple):
-    """LARS's momentum (``scale_by_momentum``'s state) under Optax's name: ``trace``."""
-
-    count: jax.Array  # pyright: ignore[reportIncompatibleMethodOverride] - a field, as in Optax
-    hyperparams: dict
-    trace: Any
-
-
 class ScaleByAdamMuState(NamedTuple):
     """LAMB's first moment (``moment``'s state) under Optax's name: ``mu``."""
 
@@ -104,13 +91,8 @@ class ScaleByAdamNuState(NamedTuple):
     nu: Any
 
 
-for _state in (EmaState, TraceState, ScaleByAdamMuState, ScaleByAdamNuState):
+for _state in (ScaleByAdamMuState, ScaleByAdamNuState):
     _state.__repr__ = lambda self: short_repr(self)  # type: ignore[method-assign]
-
-
-def _check_bool(name: str, value: Any) -> None:
-    if not isinstance(value, bool):
-        raise TypeError(f"{name} must be a bool, got {value!r}")
 
 
 def _optional_mask(mask: Any) -> Any:
@@ -138,9 +120,9 @@ def adafactor(
               clip_by_block_rms(clipping_threshold),          # if clipping_threshold is not None
               scale(learning_rate),                           # if learning_rate is not None
               scale_by_param_block_rms(1e-3),                 # if multiply_by_parameter_scale
-              moment(momentum, dtype=dtype_momentum),         # if momentum is not None (as ``ema``)
+              ema(momentum, debias=False, dtype_momentum),    # if momentum is not None
               add_decayed_weights(weight_decay_rate, weight_decay_mask),  # if not None
-              flip_sign())
+              negate())
 
     Per leaf, not packed: a leaf whose two largest axes have at least ``min_dim_size_to_factor``
     elements keeps a row and a column second moment (``v_row``, ``v_col``) instead of a full one
@@ -168,7 +150,7 @@ def adafactor(
     """
     if learning_rate is not None:
         hyper.check("learning_rate", learning_rate, low=0.0)
-    _check_bool("multiply_by_parameter_scale", multiply_by_parameter_scale)
+    check_bool("multiply_by_parameter_scale", multiply_by_parameter_scale)
     if momentum is not None:
         hyper.check("momentum", momentum, low=0.0, high=1.0, high_open=True)
     if weight_decay_rate is not None:
@@ -195,12 +177,10 @@ def adafactor(
     if multiply_by_parameter_scale:
         txs.append(_scale_by_param_block_rms(1e-3, names={"min_scale": None}))
     if momentum is not None:
-        ema = moment(momentum, 1, dtype=momentum_dtype, name="momentum")
-        txs.append(renamed(ema, (MomentState, EmaState)))
+        txs.append(ema(momentum, debias=False, accumulator_dtype=momentum_dtype, name="momentum"))
     if weight_decay_rate is not None:
-        decay = add_decayed_weights(weight_decay_rate, weight_decay_mask)
-        txs.append(renamed(decay, weight_decay="weight_decay_rate"))
-    txs.append(flip_sign())
+        txs.append(add_decayed_weights(weight_decay_rate, weight_decay_mask, name="weight_decay_rate"))
+    txs.append(negate())
     return _front(chain(*txs), "adafactor", stateless=False)
 
 
