@@ -190,3 +190,22 @@ def check_same_structure(tree: Any, reference: Any, *, name: str, reference_name
             f"  {name}: {got}\n  {reference_name}: {want}\n"
             "Pass the updates of the same parameters the state was initialised with."
         )
+
+
+# ---------------------------------------------------------------------------------------------
+# The stand-in for the parameters in ``tree_map_params``.
+
+
+class ParamsPlaceholder:
+    """Stands for the parameter tree in :func:`gradchain.tree_map_params` (a pytree with no leaves)."""
+
+
+jax.tree_util.register_pytree_node(ParamsPlaceholder, lambda p: ((), None), lambda aux, children: ParamsPlaceholder())
+
+
+def is_placeholder(params: Any) -> bool:
+    """True for the leafless stand-in ``tree_map_params`` (gradchain's or Optax's) passes to init."""
+    if isinstance(params, ParamsPlaceholder):
+        return True
+    kind = type(params)
+    return kind.__name__ == "_ParamsPlaceholder" and kind.__module__.startswith("optax")

@@ -43,7 +43,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gradchain.core import GradientTransformation, GradientTransformationExtraArgs, accepted_extra_args
+from gradchain.core import GradientTransformation, GradientTransformationExtraArgs, accepted_extra_args, is_placeholder
 
 # Defaults of the automatic choice (see ``multi_tensor``).  Below ~32 leaves the per-leaf kernels
 # cost little; above 64K elements a leaf's own kernel is already long enough to amortise its launch.
@@ -158,6 +158,17 @@ def _unpack(packed: Packed, slots: tuple[Any, ...], like: list[Any]) -> list[Any
     return out
 
 
+class _AnySlots:
+    """The slots of the state ``init`` makes for ``tree_map_params``' stand-in for the parameters:
+    a leaf, so that it matches the real state's slots whatever they are (they are kept)."""
+
+    def __repr__(self) -> str:
+        return "ANY_SLOTS"
+
+
+ANY_SLOTS = _AnySlots()
+
+
 def multi_tensor(
     inner: GradientTransformation,
     *,
@@ -189,6 +200,8 @@ def multi_tensor(
             raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
 
     def init(params):
+        if is_placeholder(params):  # tree_map_params: whatever the real state's slots are
+            return MultiTensorState(inner.init(params), ANY_SLOTS)
         leaves = jax.tree.leaves(params)
         marks = [None] * len(leaves) if sharded is None else _marks(sharded, params, len(leaves))
         packable = [_is_packable(leaf, max_leaf_size, mark) for leaf, mark in zip(leaves, marks)]

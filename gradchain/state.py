@@ -28,6 +28,7 @@ import numpy as np
 from jax.core import Tracer
 
 from gradchain import hyper
+from gradchain.core import ParamsPlaceholder
 from gradchain.multi_tensor import MultiTensorState, Packed
 
 __all__ = ["reset_state", "short_repr", "tree_get", "tree_map_params", "tree_set"]
@@ -199,13 +200,6 @@ def reset_state(state: Any) -> Any:
     return jax.tree.map(jnp.zeros_like, state)
 
 
-class _Placeholder:
-    """Stands for the parameter tree in :func:`tree_map_params` (a pytree with no leaves)."""
-
-
-jax.tree_util.register_pytree_node(_Placeholder, lambda p: ((), None), lambda aux, children: _Placeholder())
-
-
 def tree_map_params(
     initable: Any,
     f: Callable[..., Any],
@@ -215,51 +209,44 @@ def tree_map_params(
     transform_non_params: Callable[[Any], Any] | None = None,
     is_leaf: Callable[[Any], bool] | None = None,
 ) -> Any:
-    """Apply ``f`` to every leaf of every parameter-shaped tree in ``state`` (as
-    ``optax.tree_utils.tree_map_params``, which also works on unpacked gradchain states).
+    """Apply ``f`` to every leaf of every parameter-shaped buffer in ``state``, as
+    ``optax.tree_utils.tree_map_params`` (which works on gradchain's states too).
+
+    A packed state (``multi_tensor`` keeps the many small leaves of a big tree in one flat buffer
+    per dtype) holds each parameter-shaped buffer as a :class:`~gradchain.Packed` of those flat
+    buffers and the loose big leaves: ``f`` is applied to each of them, which is what an
+    element-wise ``f`` (a cast, ``zeros_like``, a scaling, a sharding spec per buffer) means.
 
     Args:
       initable: the transformation (or its ``init``) that made ``state``.
       f: ``f(leaf, *rest_leaves) -> new leaf``.
       state: the state to map over.
-      *rest: trees with the structure of the parameters, passed to ``f`` leaf by leaf.
-      transform_non_params: applied to every other leaf (counts, hyperparameters); default:
-        kept.
+      *rest: trees with the structure of the parameters, passed to ``f`` leaf by leaf (not
+        possible on a packed state: its buffers do not have the parameters' structure).
+      transform_non_params: applied to every other leaf (counts, hyperparameters, the packing
+        slots); default: kept.
       is_leaf: passed to ``jax.tree.map`` over the parameter trees.
 
     Returns:
       The mapped state.
-
-    Raises:
-      ValueError: ``state`` holds packed buffers (``multi_tensor`` packs the many small leaves
-        of a big tree into one buffer per dtype, so no tree there has the parameters' shape).
     """
     init = initable.init if hasattr(initable, "init") else initable
-    with_placeholders = init(_Placeholder())
+    with_placeholders = init(ParamsPlaceholder())
 
     def map_params(placeholder_or_value, value):
-        if isinstance(placeholder_or_value, _Placeholder):
+        if isinstance(placeholder_or_value, ParamsPlaceholder):
+            if rest and isinstance(value, Packed):
+                raise ValueError(
+                    "tree_map_params: this state holds packed buffers (multi_tensor packs the small "
+                    "leaves of a tree with many of them into one flat buffer per dtype), so the "
+                    "trees in *rest, which have the parameters' structure, cannot be mapped "
+                    "alongside them. Map without *rest, or build the optimizer unpacked: "
+                    "gc.multi_tensor(gc.chain(...), max_leaf_size=0)."
+                )
             return jax.tree.map(f, value, *rest, is_leaf=is_leaf)
-        return value if transform_non_params is None else transform_non_params(value)
+        return value if transform_non_params is None else jax.tree.map(transform_non_params, value)
 
-    try:
-        return jax.tree.map(
-            map_params, with_placeholders, state, is_leaf=lambda v: isinstance(v, _Placeholder)
-        )
-    except ValueError as err:
-        packed = any(
-            isinstance(node, MultiTensorState) and node.slots is not None
-            for node in jax.tree.leaves(state, is_leaf=lambda x: isinstance(x, MultiTensorState))
-        )
-        if packed:
-            raise ValueError(
-                "tree_map_params: this state holds packed buffers (multi_tensor packs the small "
-                "leaves of a tree with many of them into one flat buffer per dtype), so no tree "
-                "in it has the parameters' structure. Build the optimizer unpacked, e.g. "
-                "gc.multi_tensor(gc.chain(...), max_leaf_size=0), or map over the packed "
-                "buffers (state.inner) directly."
-            ) from err
-        raise
+    return jax.tree.map(map_params, with_placeholders, state, is_leaf=lambda v: isinstance(v, ParamsPlaceholder))
 
 
 # ---------------------------------------------------------------------------------------------

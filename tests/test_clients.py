@@ -293,11 +293,22 @@ def test_optax_tree_utils_on_gradchain_states():
     assert jax.tree.structure(ours) == jax.tree.structure(state)
 
 
-def test_tree_map_params_on_a_packed_state_says_why():
-    params = {f"b{i}": jnp.zeros(3) for i in range(40)}
+def test_tree_map_params_maps_the_buffers_of_a_packed_state():
+    # 40 small leaves and a big one: the small are packed into one buffer, the big stays loose.
+    params = {f"b{i}": jnp.full(3, float(i)) for i in range(40)} | {"big": jnp.ones((100, 100))}
     tx = gc.adam()
-    with pytest.raises(ValueError, match="packed buffers"):
-        gc.tree_map_params(tx, lambda p: p, tx.init(params))
+    _, state = run(tx, params, jax.tree.map(lambda p: 0.1 * p + 0.01, params), steps=2)
+    packed = [m for _, m in gc.state._matches(state, "moment")]
+    assert packed and all(isinstance(m, gc.Packed) for m in packed)
+    for tree_map_params in (gc.tree_map_params, optax.tree_utils.tree_map_params):
+        doubled = tree_map_params(tx, lambda p: 2 * p, state)
+        for (_, old), (_, new) in zip(gc.state._matches(state, "moment"), gc.state._matches(doubled, "moment")):
+            jax.tree.map(lambda a, b: np.testing.assert_array_equal(2 * a, b), old, new)  # x2 is exact
+        assert int(gc.tree_get(doubled, "count")) == 2 and doubled.slots == state.slots  # the rest kept
+        specs = tree_map_params(tx, lambda p: "spec", state, transform_non_params=lambda _: None)
+        assert all(set(jax.tree.leaves(m)) == {"spec"} for _, m in gc.state._matches(specs, "moment"))
+    with pytest.raises(ValueError, match=r"packed buffers.*\*rest"):
+        gc.tree_map_params(tx, lambda p, q: p, state, params)
 
 
 # --- porting gaps: checked against Optax -------------------------------------------------------

@@ -531,11 +531,15 @@ def test_optax_tree_map_params_works_on_the_state(name):
         assert all(v is None for v in hyperparams.values())
 
 
-def test_tree_map_params_on_a_packed_contrib_state_says_why():
-    params = {f"b{i}": jnp.zeros(3) for i in range(40)}
+def test_tree_map_params_maps_a_packed_contrib_state():
+    params = {f"b{i}": jnp.ones(3) for i in range(40)}
     tx = gcc.prodigy()
-    with pytest.raises(ValueError, match="packed buffers"):
-        gc.tree_map_params(tx, lambda p: p, tx.init(params))
+    state = tx.init(params)
+    for tree_map_params in (gc.tree_map_params, optax.tree_utils.tree_map_params):
+        zeroed = tree_map_params(tx, jnp.zeros_like, state)
+        assert isinstance(gc.tree_get(zeroed, "params0"), gc.Packed)
+        assert all(float(jnp.abs(x).max()) == 0 for x in jax.tree.leaves(gc.tree_get(zeroed, "params0")))
+        assert jax.tree.structure(zeroed) == jax.tree.structure(state)
 
 
 # ---------------------------------------------------------------------------------------------

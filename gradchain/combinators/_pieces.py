@@ -8,8 +8,6 @@ checks are :mod:`gradchain.transforms._base`'s).
 * :func:`accumulate` — the running sum ``a + g`` or the running mean ``a + (g - a)/(n + 1)``
   (Welford, Technometrics 1962: the mean of n + 1 values from the mean of n, without the sum's
   growth), and :func:`emits` — the counter gate ``n == k - 1`` (``apply_every``, ``MultiSteps``);
-* :func:`is_placeholder` — the stand-in tree ``tree_map_params`` (gradchain's and Optax's) calls
-  ``init`` with; a wrapper that needs the real tree's structure passes it through.
 """
 
 from __future__ import annotations
@@ -119,17 +117,7 @@ def emits(n: jax.Array, k: jax.Array) -> jax.Array:
 
 
 # ---------------------------------------------------------------------------------------------
-# tree_map_params' stand-in for the parameters.
-
-
-def is_placeholder(params: Any) -> bool:
-    """True for the leafless stand-in ``tree_map_params`` (gradchain's or Optax's) passes to init."""
-    from gradchain.state import _Placeholder
-
-    if isinstance(params, _Placeholder):
-        return True
-    kind = type(params)
-    return kind.__name__ == "_ParamsPlaceholder" and kind.__module__.startswith("optax")
+# Short reprs of the combinators' states.
 
 
 def install_reprs(*state_types: type) -> None:

@@ -19,12 +19,13 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from gradchain.combinators._pieces import install_reprs, is_placeholder
+from gradchain.combinators._pieces import install_reprs
 from gradchain.core import (
     EmptyState,
     GradientTransformation,
     GradientTransformationExtraArgs,
     accepted_extra_args,
+    is_placeholder,
 )
 from gradchain.transforms._base import check_bool, check_transformation
 from gradchain.transforms.wrappers import MaskedState, _select, full_mask, masked
