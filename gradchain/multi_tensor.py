@@ -68,7 +68,7 @@ class MultiTensorState(NamedTuple):
     when the tree was too small to be worth packing; the inner state then has the plain layout."""
 
     inner: Any
-    slots: tuple[Any, ...] | None
+    slots: Any  # tuple[Any, ...] | None; ANY_SLOTS in the state made for tree_map_params
 
 
 def _is_packable(leaf: Any, max_leaf_size: int, sharded: bool | None = None) -> bool:

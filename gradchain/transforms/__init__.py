@@ -19,15 +19,7 @@ Every piece an optimizer is chained from, importable from here:
 
 import sys
 
-from gradchain.transforms import (
-    block,
-    elementwise_pieces,
-    factored,
-    layer_moments,
-    naming,
-    normalize,
-    trust_ratio,
-)
+from gradchain.transforms import naming as naming  # gc.transforms.naming.renamed, ...
 from gradchain.transforms.accumulate import AccumulateState, accumulate_gradients
 from gradchain.transforms.adaptive import (
     accumulate_squares,

@@ -62,7 +62,7 @@ def _serialise_sqlite(engine) -> None:
     both run the trial (measured here: 17 of 120 queued trials taken twice by 3 processes).
     Taking the write lock when the transaction begins makes them atomic; PostgreSQL and MySQL
     need nothing (Optuna locks the row with ``SELECT ... FOR UPDATE``)."""
-    import sqlalchemy
+    from sqlalchemy import event
 
     if getattr(engine, "_gradchain_serialised", False):
         return
@@ -70,7 +70,7 @@ def _serialise_sqlite(engine) -> None:
     def begin(connection) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
-    sqlalchemy.event.listen(engine, "begin", begin)
+    event.listen(engine, "begin", begin)
     engine._gradchain_serialised = True
     engine.dispose()  # pooled connections were made before the hook: start afresh
 
@@ -224,6 +224,7 @@ def _fail_stale_trials(study) -> None:
     not, so every round of :func:`optuna_search` starts with it."""
     if _heartbeat_interval(study._storage) is None:
         return
+    optuna = _require_optuna()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.storages.fail_stale_trials(study)
@@ -237,6 +238,7 @@ def _ask(study):
 
 def _fail(study, trials, reason: str) -> None:
     """Tell ``trials`` FAIL (those not already finished), saying why in a user attribute."""
+    optuna = _require_optuna()
     for trial in trials:
         try:
             if study._storage.get_trial(trial._trial_id).state.is_finished():
