@@ -133,7 +133,8 @@ def adagrad(
       eps: > 0, added outside the square root (the lecture's form).
       initial_accumulator_value: the start of ``s`` (≥ 0); 0 is the lecture's, Optax's
         ``optax.adagrad`` starts at 0.1.
-      accumulator_dtype: storage dtype of ``s`` (default: each parameter's).
+      accumulator_dtype: storage dtype of ``s`` (default: each parameter's; float32 for float16
+        and bfloat16 parameters).
 
     Returns:
       A gradient transformation (state: the sum of squares, eps and the learning rate).
@@ -178,7 +179,8 @@ def rmsprop(
       decay: ρ in [0, 1).
       eps: > 0, added outside the square root (``optax.rmsprop`` adds it inside).
       centered: divide by the standard deviation instead of the RMS.
-      accumulator_dtype: storage dtype of the averages (default: each parameter's).
+      accumulator_dtype: storage dtype of the averages (default: each parameter's; the squares
+        in float32 for float16 and bfloat16 parameters).
 
     Returns:
       A gradient transformation.
@@ -229,7 +231,8 @@ def adam(
       nesterov: NAdam, Nesterov's momentum in Adam (Dozat, ICLR 2016 workshop; the form of
         ``optax.nadam``): ``m̂ = b1·m/(1 - b1^(t+1)) + (1-b1)·g/(1 - b1^t)``.
       mu_dtype: storage dtype of ``m`` (e.g. float32 for bfloat16 parameters).
-      nu_dtype: storage dtype of ``v``.
+      nu_dtype: storage dtype of ``v`` (default: each parameter's; float32 for float16 and
+        bfloat16 parameters, whose squares would underflow or stall).
 
     Returns:
       A gradient transformation; ``get_hyperparams(state)`` reads ``learning_rate``, ``b1``,
@@ -290,7 +293,8 @@ def nadam(
       eps: > 0, outside the square root.
       eps_root: ≥ 0, inside the square root.
       mu_dtype: storage dtype of ``m``.
-      nu_dtype: storage dtype of ``v``.
+      nu_dtype: storage dtype of ``v`` (default: each parameter's; float32 for float16 and
+        bfloat16 parameters, whose squares would underflow or stall).
 
     Returns:
       A gradient transformation.
@@ -333,7 +337,8 @@ def adamw(
         :func:`gradchain.decay_mask`; the decay then runs per leaf, after the packed Adam step.
       eps_root: ≥ 0, inside the square root.
       mu_dtype: storage dtype of ``m``.
-      nu_dtype: storage dtype of ``v``.
+      nu_dtype: storage dtype of ``v`` (default: each parameter's; float32 for float16 and
+        bfloat16 parameters, whose squares would underflow or stall).
 
     Returns:
       A gradient transformation.

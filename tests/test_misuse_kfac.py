@@ -275,6 +275,48 @@ def test_updates_of_another_structure():
         tx.update({"w1": params()["w1"]}, tx.init(params()), kfac_statistics=stats)
 
 
+# --- the data-parallel axis -------------------------------------------------------------------
+
+
+def _sharded_step(curv):
+    """One kfac_optimizer step (its statistics, Gauss-Newton products and adapted loss), per shard."""
+    opt = gc.kfac_optimizer(curv, initial_damping=1.0, adaptation_interval=1)
+
+    def step(x, y):
+        p = params()
+        return opt.step(p, opt.init(p), x, y)[0]
+
+    return step
+
+
+def test_an_axis_name_the_map_does_not_bind():
+    # before: jax's bare AssertionError inside shard_map (its pmean over an unbound axis) and
+    # "unbound axis name: batch" elsewhere; now a ValueError naming the argument, the value and
+    # the axes that are bound.  shard_map over this process's devices (one mesh axis, 'data'),
+    # vmap, and no map at all.
+    xs, ys = X.reshape(2, 6, 6), Y.reshape(2, 6)
+    wrong = curvature(x=X[:6], y=Y[:6], estimator="exact", axis_name="batch")
+    bound = r"kfac_curvature\(axis_name='batch'\): no axis 'batch'.*the axes bound here are \('data',\)"
+    mesh = jax.sharding.Mesh(np.array(jax.devices()), ("data",))
+    spec = jax.sharding.PartitionSpec("data")
+    on_mesh = jax.jit(jax.shard_map(_sharded_step(wrong), mesh=mesh, in_specs=(spec, spec),
+                                    out_specs=jax.sharding.PartitionSpec()))
+    with pytest.raises(ValueError, match=bound):
+        on_mesh.trace(X, Y)
+    with pytest.raises(ValueError, match=bound):
+        jax.vmap(_sharded_step(wrong), axis_name="data")(xs, ys)
+    with pytest.raises(ValueError, match=r"axis_name='batch'.*no mapped axis is bound here"):
+        wrong.value_grad_and_statistics(params(), X, Y)
+    with pytest.raises(ValueError, match=r"axis_name=\('data', 'batch'\)\): no axis 'batch'.*\('data',\)"):
+        jax.vmap(_sharded_step(curvature(x=X[:6], y=Y[:6], estimator="exact", axis_name=("data", "batch"))),
+                 axis_name="data")(xs, ys)
+    # the name that is bound still traces, under vmap and inside shard_map (already right)
+    right = curvature(x=X[:6], y=Y[:6], estimator="exact", axis_name="data")
+    jax.jit(jax.vmap(_sharded_step(right), axis_name="data")).trace(xs, ys)
+    jax.jit(jax.shard_map(_sharded_step(right), mesh=mesh, in_specs=(spec, spec),
+                          out_specs=jax.sharding.PartitionSpec())).trace(X, Y)
+
+
 # --- dtypes --------------------------------------------------------------------------------------
 
 

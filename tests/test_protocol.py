@@ -1,5 +1,18 @@
 """The training protocol: one model in four frameworks, config hyperparameters, state, keys,
-gradient accumulation, and the errors a user meets first."""
+gradient accumulation, and the errors a user meets first.
+
+Tolerances (tests/helpers.py says how they are derived).  Two runs that must give "the same
+numbers" by different programs (four frameworks, the reported against a hand-made evaluation, a
+population against separate runs, steps without augmentation, k micro-batches against one
+batch, flat against tree, host-driven against scanned, streamed against step by step) sum in
+other orders or fuse other operations, so they are compared in float64 (``jax.enable_x64``):
+each test states its bound, ``steps × roundings a step × U64 × scale`` (U64 = 2⁻⁵³ ≈ 1.1e-16),
+and a tolerance of 1e-12 to 1e-10, at least 10 times the bound and far below what a real
+difference (a learning rate, a skipped or repeated step, another batch) moves.  Measured: at
+most 2.2e-16 absolute (besides the float32 rounding of fit_stream's reported losses), several
+of them bit-for-bit.  None of them is one XLA program against
+itself, so none asks for exact equality.
+"""
 
 import equinox as eqx
 import flax.linen as nn
@@ -8,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
+from helpers import U32
 
 import gradchain as gc
 from gradchain import Split, tuning
@@ -22,6 +36,20 @@ DATA = Split(X[:48], Y[:48], X[48:], Y[48:])
 
 def sgd(config):
     return gc.sgd(config["learning_rate"])
+
+
+def as_float(tree, dtype):
+    """Every floating array leaf of ``tree`` in ``dtype``; other leaves (labels, functions) as they are."""
+    cast = lambda x: x.astype(dtype) if isinstance(x, jax.Array) and jnp.issubdtype(x.dtype, jnp.floating) else x
+    return jax.tree.map(cast, tree)
+
+
+def assert_trees_close(actual, expected, tol):
+    """Leaf by leaf ``|actual - expected| <= tol·(1 + |expected|)``: relative for large values, absolute near 0."""
+    la, le = jax.tree.leaves(actual), jax.tree.leaves(expected)
+    assert len(la) == len(le) and la, (len(la), len(le))
+    for a, e in zip(la, le):
+        np.testing.assert_allclose(np.asarray(a, np.float64), np.asarray(e, np.float64), rtol=tol, atol=tol)
 
 
 # --- the same network, 6 -> 8 -> batch norm -> relu -> 3, in four frameworks -------------------
@@ -73,86 +101,109 @@ class EqxNet(eqx.Module):
         return self.fc2(self.activation(h)), state
 
 
-def models():
-    """The four models, each with its params overwritten by the plain ones (same numbers)."""
-    p = plain_params(KEY)
-    plain = gc.from_function(lambda k: (plain_params(k), gc.batch_norm_init(8)), plain_apply, stateful=True)
+def models(dtype=jnp.float32):
+    """The four models, each with its params overwritten by the plain ones (same numbers), every
+    floating leaf of each framework's own init cast to ``dtype`` first (float64 under x64)."""
+    p = as_float(plain_params(KEY), dtype)
+    plain = gc.from_function(lambda k: as_float((plain_params(k), gc.batch_norm_init(8)), dtype), plain_apply,
+                             stateful=True)
     nnx_model = gc.adapters.from_nnx(NnxNet(nnx.Rngs(0)))
-    params, state = nnx_model.init(KEY)
+    params, state = as_float(nnx_model.init(KEY), dtype)
     params["fc1"]["kernel"][...], params["fc1"]["bias"][...] = p["w1"], p["b1"]
     params["fc2"]["kernel"][...], params["fc2"]["bias"][...] = p["w2"], p["b2"]
     nnx_init = (params, state)
     linen_model = gc.adapters.from_linen(LinenNet(), X[:2])
-    lp, ls = linen_model.init(KEY)
+    lp, ls = as_float(linen_model.init(KEY), dtype)
     lp = {"Dense_0": {"kernel": p["w1"], "bias": p["b1"]}, "Dense_1": {"kernel": p["w2"], "bias": p["b2"]},
           "BatchNorm_0": {"scale": p["scale"], "bias": p["bias"]}}
     eqx_model = gc.adapters.from_equinox(eqx.nn.make_with_state(EqxNet)(KEY)[0], eqx.nn.make_with_state(EqxNet)(KEY)[1])
-    ep, es = eqx_model.init(KEY)
+    ep, es = as_float(eqx_model.init(KEY), dtype)
     ep = eqx.tree_at(lambda m: (m.fc1.weight, m.fc1.bias, m.fc2.weight, m.fc2.bias), ep,
                      (p["w1"].T, p["b1"], p["w2"].T, p["b2"]))
-    return {"plain": (plain, (p, gc.batch_norm_init(8))), "nnx": (nnx_model, nnx_init),
+    return {"plain": (plain, (p, as_float(gc.batch_norm_init(8), dtype))), "nnx": (nnx_model, nnx_init),
             "linen": (linen_model, (lp, ls)), "equinox": (eqx_model, (ep, es))}
 
 
 def test_one_network_in_four_frameworks_gives_the_same_training_losses():
+    """The frameworks' matmuls, batch norms (Equinox's a pmean over a vmap axis) and means sum in
+    their own orders.  Float64 bound: 5 SGD steps × (≤ 64-term sums over the batch + ~40 other
+    roundings a step) × U64 × |loss| ≤ 2 = 1.2e-13; tolerance 1e-11."""
     losses = {}
-    for name, (model, (params, state)) in models().items():
-        trainable = gc.supervised(model, "cross_entropy")
-        tx = gc.sgd(0.1)
-        opt = tx.init(params)
-        step = jax.jit(lambda p, s, o, k: _step(trainable, tx, p, s, o, k))
-        run = []
-        for i in range(5):
-            params, state, opt, loss = step(params, state, opt, jax.random.PRNGKey(i))
-            run.append(float(loss))
-        losses[name] = run
+    with jax.enable_x64(True):
+        data = (as_float(X, jnp.float64), Y)
+        for name, (model, (params, state)) in models(jnp.float64).items():
+            assert {leaf.dtype for leaf in jax.tree.leaves((params, state)) if isinstance(leaf, jax.Array)
+                    and jnp.issubdtype(leaf.dtype, jnp.floating)} == {jnp.dtype(jnp.float64)}, name
+            trainable = gc.supervised(model, "cross_entropy")
+            tx = gc.sgd(0.1)
+            opt = tx.init(params)
+            step = jax.jit(lambda p, s, o, k, trainable=trainable, tx=tx: _step(trainable, tx, p, s, o, k, data))
+            run = []
+            for i in range(5):
+                params, state, opt, loss = step(params, state, opt, jax.random.PRNGKey(i))
+                run.append(float(loss))
+            losses[name] = run
     for name, run in losses.items():
-        np.testing.assert_allclose(run, losses["plain"], rtol=1e-6, atol=1e-6, err_msg=name)
+        np.testing.assert_allclose(run, losses["plain"], rtol=1e-11, atol=1e-11, err_msg=name)
     assert losses["plain"][-1] < losses["plain"][0]
 
 
-def _step(trainable, tx, params, state, opt, key):
-    (loss, (state, _)), grads = jax.value_and_grad(trainable.loss, has_aux=True)(params, state, (X, Y), key, {})
+def _step(trainable, tx, params, state, opt, key, data=(X, Y)):
+    (loss, (state, _)), grads = jax.value_and_grad(trainable.loss, has_aux=True)(params, state, data, key, {})
     updates, opt = tx.update(grads, opt, params)
     return gc.apply_updates(params, updates), state, opt, loss
 
 
 def test_test_time_evaluation_uses_the_running_batch_norm_statistics():
-    model = gc.adapters.from_nnx(lambda rngs: NnxNet(rngs))
-    fit = tuning.make_fit(gc.supervised(model), sgd, DATA, steps=6, batch_size=16)
-    result = jax.jit(fit)({"learning_rate": jnp.float32(0.1)}, KEY)
-    bn = result.model_state[1]["bn"]
-    assert not np.allclose(bn["mean"][...], 0.0)  # the statistics moved during training
-    # evaluation by hand with the running statistics equals the run's reported validation loss
-    module = nnx.merge(nnx.graphdef(NnxNet(nnx.Rngs(0))), result.params, *result.model_state)
-    module.eval()
-    expected = gc.protocol.softmax_cross_entropy(module(DATA.x_val), DATA.y_val).mean()
-    np.testing.assert_allclose(result.metrics["val_loss"][-1], expected, rtol=1e-6)
+    """The run's reported validation loss against the same forward pass by hand: two programs.
+    With float64 data (the model keeps its float32 parameters and statistics) both evaluate the
+    same float32 numbers in float64.  Bound: one forward pass, ≤ 40 roundings on any path × U64 ×
+    |terms| ≤ 10 = 4.4e-14; tolerance 1e-12.  Batch statistics instead of the running ones
+    would move it by 1.4e-2."""
+    with jax.enable_x64(True):
+        data = as_float(DATA, jnp.float64)
+        model = gc.adapters.from_nnx(lambda rngs: NnxNet(rngs))
+        fit = tuning.make_fit(gc.supervised(model), sgd, data, steps=6, batch_size=16)
+        result = jax.jit(fit)({"learning_rate": jnp.float32(0.1)}, KEY)
+        bn = result.model_state[1]["bn"]
+        assert not np.allclose(bn["mean"][...], 0.0)  # the statistics moved during training
+        # evaluation by hand with the running statistics equals the run's reported validation loss
+        module = nnx.merge(nnx.graphdef(NnxNet(nnx.Rngs(0))), result.params, *result.model_state)
+        module.eval()
+        expected = gc.protocol.softmax_cross_entropy(module(data.x_val), data.y_val).mean()
+    assert expected.dtype == result.metrics["val_loss"].dtype == jnp.float64
+    np.testing.assert_allclose(result.metrics["val_loss"][-1], expected, rtol=1e-12)
 
 
 # --- hyperparameters in the config -----------------------------------------------------------
 
 
 class DropoutNet(nnx.Module):
-    def __init__(self, rngs):
-        self.fc1 = nnx.Linear(6, 32, rngs=rngs)
+    def __init__(self, rngs, dtype=jnp.float32):
+        self.fc1 = nnx.Linear(6, 32, rngs=rngs, param_dtype=dtype)
         self.drop = gnnx.Dropout(0.5, rngs=rngs)
-        self.fc2 = nnx.Linear(32, 3, rngs=rngs)
+        self.fc2 = nnx.Linear(32, 3, rngs=rngs, param_dtype=dtype)
 
     def __call__(self, x):
         return self.fc2(self.drop(jax.nn.relu(self.fc1(x))))
 
 
 def test_a_population_over_dropout_rates_equals_separate_runs():
-    model = gc.adapters.from_nnx(DropoutNet, bind={"dropout": "drop.rate"})
-    fit = tuning.make_fit(gc.supervised(model), sgd, DATA, steps=12, batch_size=16, eval_every=6)
-    rates = [0.0, 0.1, 0.3, 0.5]
-    configs = tuning.stack_configs([{"learning_rate": 0.1, "dropout": r} for r in rates])
-    keys = jnp.broadcast_to(KEY, (4, 2))
-    population = tuning.train_population(fit, configs, keys)
-    for i, rate in enumerate(rates):
-        one = jax.jit(fit)({"learning_rate": jnp.float32(0.1), "dropout": jnp.float32(rate)}, KEY)
-        np.testing.assert_allclose(population.losses[i], one.losses, atol=1e-6, rtol=1e-6)
+    """vmap over the members may batch the matmuls into other kernels.  Float64 bound: 12 SGD
+    steps × (≤ 32-term sums + ~40 other roundings a step) × U64 × |loss| ≤ 2 = 1.9e-13;
+    tolerance 1e-11."""
+    with jax.enable_x64(True):
+        model = gc.adapters.from_nnx(lambda rngs: DropoutNet(rngs, jnp.float64), bind={"dropout": "drop.rate"})
+        fit = tuning.make_fit(gc.supervised(model), sgd, as_float(DATA, jnp.float64), steps=12, batch_size=16,
+                              eval_every=6)
+        rates = [0.0, 0.1, 0.3, 0.5]
+        configs = tuning.stack_configs([{"learning_rate": 0.1, "dropout": r} for r in rates])
+        keys = jnp.broadcast_to(KEY, (4, 2))
+        population = tuning.train_population(fit, configs, keys)
+        assert population.losses.dtype == jnp.float64
+        for i, rate in enumerate(rates):
+            one = jax.jit(fit)({"learning_rate": jnp.float32(0.1), "dropout": jnp.float32(rate)}, KEY)
+            np.testing.assert_allclose(population.losses[i], one.losses, atol=1e-11, rtol=1e-11)
     assert not np.allclose(population.losses[0], population.losses[3])  # the rate is really used
 
 
@@ -169,20 +220,39 @@ def test_augmentation_draws_differ_per_step_and_per_member():
     # learning rate 0 and the whole split as the batch: only the augmentation changes the loss
     assert len(set(np.round(losses[0], 6))) == 4  # a new draw every step
     assert not np.allclose(losses[0], losses[1])  # and per member
-    calm = tuning.train_population(fit, tuning.stack_configs([{"learning_rate": 0.0, "strength": 0.0}] * 2), keys)
-    np.testing.assert_allclose(calm.losses[:, 0], calm.losses[:, 1], rtol=1e-6)
+    # strength 0 and learning rate 0: every step sees the same 16 rows (in another order) with
+    # the same parameters, so the same mean loss.  Float64 bound: the 16-term mean of losses ≥ 0
+    # in another order (15·U64 = 1.7e-15 relative) plus a row's 6-term logits summed otherwise
+    # (≤ 2·5·U64·Σ|x w| = 1.1e-14 for Σ|x w| ≤ 10, through a loss of slope ≤ 2): ≤ 3e-14
+    # against losses of order 1; tolerance 1e-12.
+    with jax.enable_x64(True):
+        model64 = gc.from_function(lambda k: {"w": jax.random.normal(k, (6, 3), jnp.float64)}, lambda p, x: x @ p["w"])
+        data64 = as_float(DATA._replace(x_train=X[:16], y_train=Y[:16]), jnp.float64)
+        fit64 = tuning.make_fit(gc.supervised(model64, augment=augment), sgd, data64, steps=4, batch_size=16)
+        calm = tuning.train_population(fit64, tuning.stack_configs([{"learning_rate": 0.0, "strength": 0.0}] * 2),
+                                       keys)
+    assert calm.losses.dtype == jnp.float64
+    np.testing.assert_allclose(calm.losses[:, 0], calm.losses[:, 1], rtol=1e-12)
 
 
 def test_k_accumulated_micro_batches_equal_one_batch_of_k_times_the_size():
-    model = gc.from_function(lambda k: mlp_init(k, (6, 16, 3)), mlp_apply)
-    data = DATA._replace(x_train=X[:48], y_train=Y[:48])
-    big = tuning.make_fit(gc.supervised(model), lambda c: gc.adam(c["learning_rate"]), data, steps=6, batch_size=24)
-    small = tuning.make_fit(gc.supervised(model), lambda c: gc.accumulate_gradients(gc.adam(c["learning_rate"]), c["k"]),
-                            data, steps=18, batch_size=8)
-    lr = jnp.float32(1e-2)
-    a = jax.jit(big)({"learning_rate": lr}, KEY)
-    b = jax.jit(small)({"learning_rate": lr, "k": jnp.float32(3)}, KEY)
-    jax.tree.map(lambda u, v: np.testing.assert_allclose(u, v, atol=1e-6, rtol=1e-6), a.params, b.params)
+    """The mean of three 8-row gradients against one 24-row gradient: other summation orders.
+    Adam's direction m̂/(√v̂ + eps) is homogeneous of degree 0 in the gradient, so a relative
+    gradient error δ moves a step by ≤ ~2δ·lr, times κ = Σ|g_i|/|Σ g_i| where the rows' gradients
+    nearly cancel.  Float64 bound: 6 steps × 2·(24 + ~20 roundings)·U64 × lr = 1e-2 × κ ≤ 1e3
+    = 5.9e-13; tolerance 1e-11 (a missing or extra micro-batch moves the parameters by ~lr)."""
+    with jax.enable_x64(True):
+        model = gc.from_function(lambda k: mlp_init(k, (6, 16, 3)), mlp_apply)
+        data = as_float(DATA._replace(x_train=X[:48], y_train=Y[:48]), jnp.float64)
+        big = tuning.make_fit(gc.supervised(model), lambda c: gc.adam(c["learning_rate"]), data, steps=6, batch_size=24)
+        small = tuning.make_fit(gc.supervised(model),
+                                lambda c: gc.accumulate_gradients(gc.adam(c["learning_rate"]), c["k"]),
+                                data, steps=18, batch_size=8)
+        lr = jnp.float32(1e-2)
+        a = jax.jit(big)({"learning_rate": lr}, KEY)
+        b = jax.jit(small)({"learning_rate": lr, "k": jnp.float32(3)}, KEY)
+    assert {leaf.dtype for leaf in jax.tree.leaves(a.params)} == {jnp.dtype(jnp.float64)}
+    assert_trees_close(b.params, a.params, 1e-11)
 
 
 def test_accumulate_gradients_waits_then_steps_with_the_mean():
@@ -199,27 +269,40 @@ def test_accumulate_gradients_waits_then_steps_with_the_mean():
 
 
 def test_flat_parameters_train_like_the_tree():
-    model = gc.from_function(lambda k: mlp_init(k, (6, 16, 3)), mlp_apply)
-    tree = tuning.make_fit(gc.supervised(model), sgd, DATA, steps=8, batch_size=16)
-    flat = tuning.make_fit(gc.supervised(model), sgd, DATA, steps=8, batch_size=16, flat=True)
-    config = {"learning_rate": jnp.float32(0.1)}
-    a, b = jax.jit(tree)(config, KEY), jax.jit(flat)(config, KEY)
-    np.testing.assert_allclose(a.losses, b.losses, rtol=1e-6)
-    jax.tree.map(lambda u, v: np.testing.assert_allclose(u, v, atol=1e-6), a.params, b.params)
+    """The same arithmetic per element, but another program (slices of one buffer; XLA may fuse
+    and order the sums otherwise).  Float64 bound: 8 SGD steps × (≤ 16-term sums + ~40 other
+    roundings) × U64 × |loss|, |params| ≤ 3 = 1.5e-13; tolerance 1e-11."""
+    with jax.enable_x64(True):
+        model = gc.from_function(lambda k: mlp_init(k, (6, 16, 3)), mlp_apply)
+        data = as_float(DATA, jnp.float64)
+        tree = tuning.make_fit(gc.supervised(model), sgd, data, steps=8, batch_size=16)
+        flat = tuning.make_fit(gc.supervised(model), sgd, data, steps=8, batch_size=16, flat=True)
+        config = {"learning_rate": jnp.float32(0.1)}
+        a, b = jax.jit(tree)(config, KEY), jax.jit(flat)(config, KEY)
+    assert a.losses.dtype == jnp.float64
+    np.testing.assert_allclose(b.losses, a.losses, rtol=1e-11)
+    assert_trees_close(b.params, a.params, 1e-11)
 
 
 def test_regression_with_mse_and_a_host_driven_progress_bar():
-    w = jax.random.normal(KEY, (6, 1))
-    data = Split(X[:48], X[:48] @ w, X[48:], X[48:] @ w)
-    model = gc.from_function(lambda k: {"w": jnp.zeros((6, 1))}, lambda p, x: x @ p["w"])
-    fit = tuning.make_fit(gc.supervised(model, "mse"), sgd, data, steps=40, batch_size=16, eval_every=10,
-                          select="val_mse", mode="min", patience=2)
-    configs = tuning.stack_configs([{"learning_rate": 0.1}, {"learning_rate": 0.01}])
-    keys = jnp.broadcast_to(KEY, (2, 2))
-    driven = tuning.train_population(fit, configs, keys, progress=True)
-    scanned = tuning.train_population(fit, configs, keys, progress=False)
-    np.testing.assert_allclose(driven.losses, scanned.losses, rtol=1e-6)
-    assert driven.metrics["val_mse"][0, -1] < 0.1 * driven.metrics["val_mse"][0, 0]
+    """Host-driven chunks against one scan: the same steps compiled into other programs.  Float64
+    bound: 40 SGD steps × (≤ 16-term sums + ~20 other roundings) × U64 × |loss| ≤ 10 = 1.6e-12;
+    tolerance 1e-10, relative (the losses fall by orders of magnitude) and absolute."""
+    with jax.enable_x64(True):
+        x = as_float(X, jnp.float64)
+        w = jax.random.normal(KEY, (6, 1), jnp.float64)
+        data = Split(x[:48], x[:48] @ w, x[48:], x[48:] @ w)
+        model = gc.from_function(lambda k: {"w": jnp.zeros((6, 1), jnp.float64)}, lambda p, x: x @ p["w"])
+        fit = tuning.make_fit(gc.supervised(model, "mse"), sgd, data, steps=40, batch_size=16, eval_every=10,
+                              select="val_mse", mode="min", patience=2)
+        configs = tuning.stack_configs([{"learning_rate": 0.1}, {"learning_rate": 0.01}])
+        keys = jnp.broadcast_to(KEY, (2, 2))
+        driven = tuning.train_population(fit, configs, keys, progress=True)
+        scanned = tuning.train_population(fit, configs, keys, progress=False)
+    assert driven.losses.dtype == jnp.float64
+    np.testing.assert_allclose(driven.losses, scanned.losses, rtol=1e-10, atol=1e-10)
+    val_mse = np.asarray(driven.metrics["val_mse"])
+    assert val_mse[0, -1] < 0.1 * val_mse[0, 0]
 
 
 # --- bad input: the argument and the value ---------------------------------------------------
@@ -251,22 +334,30 @@ def test_bad_input_names_the_argument_and_the_value():
 
 
 def test_a_host_iterator_trains_like_arrays_on_the_device():
-    # the same minibatches, fed from the host in chunks of 3 (and a last one of 1), give the same run
-    model = gc.from_function(lambda k: mlp_init(k, (6, 16, 3)), mlp_apply)
-    trainable = gc.supervised(model)
-    order = np.asarray(jax.random.permutation(jax.random.PRNGKey(3), 48)).reshape(6, 8)[:, :8]
-    batches = [(np.asarray(DATA.x_train)[i], np.asarray(DATA.y_train)[i]) for i in order[:4]]
-    config = {"learning_rate": jnp.float32(0.1)}
-    streamed = tuning.fit_stream(trainable, sgd, iter(batches), config, KEY, chunk=3, evaluate_on=(DATA.x_val, DATA.y_val))
-    init_key, step_key = jax.random.split(KEY)
-    params, state = trainable.init(init_key)
-    tx = sgd(config)
-    opt = tx.init(params)
-    for i, batch in enumerate(batches):
-        params, state, opt, loss = tuning.training_step(trainable, tx, params, state, opt, batch,
-                                                        jax.random.fold_in(step_key, i), config)
-        np.testing.assert_allclose(streamed.losses[i], loss, rtol=1e-6)
-    jax.tree.map(lambda u, v: np.testing.assert_allclose(u, v, atol=1e-6), streamed.params, params)
+    """The same minibatches, fed from the host in chunks of 3 (and a last one of 1), give the same
+    run as step-by-step training_step calls: other programs (a scan over each chunk).  Float64
+    bound: 4 SGD steps × (≤ 16-term sums + ~40 other roundings) × U64 × |params|, |loss| ≤ 3 =
+    7.5e-14; tolerance 1e-11 on the parameters.  fit_stream reports its losses in float32 (one
+    rounding, ≤ U32 relative): tolerance 2·U32 + 1e-11 on those."""
+    with jax.enable_x64(True):
+        model = gc.from_function(lambda k: mlp_init(k, (6, 16, 3)), mlp_apply)
+        trainable = gc.supervised(model)
+        x_train, x_val = np.asarray(DATA.x_train, np.float64), np.asarray(DATA.x_val, np.float64)
+        order = np.asarray(jax.random.permutation(jax.random.PRNGKey(3), 48)).reshape(6, 8)[:, :8]
+        batches = [(x_train[i], np.asarray(DATA.y_train)[i]) for i in order[:4]]
+        config = {"learning_rate": jnp.float32(0.1)}
+        streamed = tuning.fit_stream(trainable, sgd, iter(batches), config, KEY, chunk=3,
+                                     evaluate_on=(x_val, DATA.y_val))
+        init_key, step_key = jax.random.split(KEY)
+        params, state = trainable.init(init_key)
+        tx = sgd(config)
+        opt = tx.init(params)
+        for i, batch in enumerate(batches):
+            params, state, opt, loss = tuning.training_step(trainable, tx, params, state, opt, batch,
+                                                            jax.random.fold_in(step_key, i), config)
+            np.testing.assert_allclose(streamed.losses[i], loss, rtol=2 * U32 + 1e-11)
+    assert {leaf.dtype for leaf in jax.tree.leaves(params)} == {jnp.dtype(jnp.float64)}
+    assert_trees_close(streamed.params, params, 1e-11)
     assert streamed.metrics["accuracy"].shape == (2,)  # after the first chunk and at the end
 
 

@@ -50,7 +50,7 @@ from jax.core import Tracer
 from gradchain import hyper
 from gradchain.core import GradientTransformationExtraArgs, apply_updates
 from gradchain.curvature import blocks as _blocks, precondition as _pre
-from gradchain.curvature.statistics import KFACCurvature
+from gradchain.curvature.statistics import KFACCurvature, check_axis_name
 
 __all__ = ["KFACOptimizer", "KFACOptimizerState", "KFACStepInfo", "kfac_optimizer"]
 
@@ -116,6 +116,7 @@ class KFACOptimizer:
         out = self.curvature.loss_fn(params, *args)
         value = out[0] if self.curvature.has_aux else out
         if self.curvature.axis_name is not None:
+            check_axis_name(self.curvature.axis_name)
             value = jax.lax.pmean(value, self.curvature.axis_name)
         return value
 

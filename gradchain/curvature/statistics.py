@@ -51,9 +51,18 @@ def _varying(tree, axis_name):
     """Mark replicated values as varying over ``axis_name`` inside ``shard_map`` (else unchanged).
 
     Current jax spells it ``lax.pcast(..., to="varying")`` and ``typeof(a).manual_axis_type``;
-    older releases (0.6, our floor) ``lax.pvary`` and ``typeof(a).vma``.
+    older releases (0.6, our floor) ``lax.pvary`` and ``typeof(a).vma``.  Only the manual axes of
+    the current mesh (shard_map's, and pmap's on current jax) are cast over: a ``vmap`` axis has no
+    varying type, and ``pcast`` over one under ``jit`` trips an internal assertion in jax 0.10.
     """
     axes = axis_name if isinstance(axis_name, tuple) else (axis_name,)
+    try:
+        manual = set(jax.sharding.get_abstract_mesh().manual_axes)
+    except Exception:  # no abstract mesh API: try every axis, as before
+        manual = None
+    axes = tuple(ax for ax in axes if manual is None or ax in manual)
+    if not axes:
+        return tree
 
     def one(a):
         aval = jax.typeof(a)
@@ -70,6 +79,54 @@ def _varying(tree, axis_name):
             return a
 
     return jax.tree.map(one, tree)
+
+
+def _bound_axes() -> tuple | None:
+    """The axis names bound where this is traced (by shard_map, pmap, vmap), or None if unknown.
+
+    Only for the error message: the axis environment is private to jax (``core.get_axis_env``,
+    present from 0.6 to at least 0.10), so any failure to read it gives None.
+    """
+    try:
+        from jax._src import core as _core
+
+        return tuple(_core.get_axis_env().axis_sizes)
+    except Exception:
+        return None
+
+
+def check_axis_name(axis_name) -> None:
+    """Raise ``ValueError`` if ``axis_name`` (a name or a tuple of names) is not bound here.
+
+    A collective over an unbound name fails inside jax, and inside ``shard_map`` with a bare
+    ``AssertionError`` (jax 0.6 to 0.10); ``jax.lax.axis_size`` answers the same question
+    statically (no operation is traced) with a ``NameError`` under ``vmap``, ``pmap``,
+    ``shard_map``, nested maps and outside any map alike.
+    """
+    if axis_name is None:
+        return
+    names = axis_name if isinstance(axis_name, tuple) else (axis_name,)
+    missing = []
+    for name in names:
+        try:
+            jax.lax.axis_size(name)
+        except NameError:
+            missing.append(name)
+    if not missing:
+        return
+    bound = _bound_axes()
+    what = f"axis {missing[0]!r}" if len(missing) == 1 else "axes " + ", ".join(map(repr, missing))
+    if bound is None:
+        where = "the mapped axes here could not be listed"
+    elif bound:
+        where = f"the axes bound here are {bound}"
+    else:
+        where = "no mapped axis is bound here (not inside shard_map, pmap or vmap)"
+    raise ValueError(
+        f"kfac_curvature(axis_name={axis_name!r}): no {what} in the enclosing shard_map/pmap/vmap; "
+        f"{where}. Pass the data-parallel axis of the map the K-FAC step runs in, or axis_name=None "
+        "outside one"
+    )
 
 
 def _leaf_paths(params) -> list[str]:
@@ -162,6 +219,7 @@ class KFACCurvature:
         ``C_ij = t_iᵀ Ĝ t_j`` with ``Ĝ = (1/N) Σ_n w J_nᵀ H_n J_n``, the exact generalised
         Gauss-Newton matrix of the mean loss (M&G §6.4, §7), by one forward-mode pass per tangent.
         """
+        check_axis_name(self.axis_name)
         f, holder = self.outputs(params, *args)
 
         def fwd(p):
@@ -187,6 +245,7 @@ class KFACCurvature:
         """
         if self.estimator == "sampled" and key is None:
             raise ValueError("estimator='sampled' draws targets from the model: pass key=<a PRNG key>")
+        check_axis_name(self.axis_name)  # before jax's own assertion inside shard_map
         layers = self._trace(params, args)
         holder = {}
 
@@ -274,7 +333,9 @@ def kfac_curvature(
       estimator: ``"sampled"`` (default), ``"exact"`` or ``"empirical"``; see the module docstring.
       num_samples: targets drawn per example by the sampled estimator.
       has_aux: ``loss_fn`` returns ``(loss, aux)``.
-      axis_name: a data-parallel axis to average the statistics over (``shard_map``/``pmap``).
+      axis_name: a data-parallel axis to average the statistics over (``shard_map``/``pmap``);
+        a name (or tuple of names) not bound where the step is traced raises ``ValueError``
+        there, naming it and the axes that are bound.
       untagged: what parameters no tag claims get: ``"identity"`` (the gradient passes through
         unpreconditioned) or ``"error"`` (refuse them).
 

@@ -17,6 +17,20 @@ piece                       formula (per element)                               
 
 Accumulators start at zero and eps is added outside the square root, exactly as in the
 lecture's pseudo-code (Duchi et al. 2011; Tieleman & Hinton 2012; Kingma & Ba 2015).
+
+Half precision.  Second-moment buffers (``moment(β, order=2)``, ``accumulate_squares``, the
+second moment of ``variance``) of float16 and bfloat16 leaves are kept in float32 unless a
+``dtype`` is given; first moments keep the leaf's dtype.  float16's smallest normal is
+2⁻¹⁴ ≈ 6.1e-5 and its smallest subnormal 2⁻²⁴ ≈ 6.0e-8, so with β₂ = 0.999 the increment
+``(1-β₂)·g²`` falls below the smallest float16 when ``g² < 2⁻²⁴/10⁻³``, i.e. ``|g| < 7.7e-3``: a
+fresh ``v`` rounds to 0 (or to 2⁻²⁴) and Adam's step degenerates to ``lr·g/eps``; even a settled
+``v ≈ g²`` is subnormal, with fewer than 11 significant bits, for ``|g| < 2⁻⁷ ≈ 7.8e-3``.
+bfloat16 has float32's exponent range but 8 significant bits: a value ``v`` lies at least
+``2⁻⁸·v`` from its neighbours, so a change below ``2⁻⁹·v ≈ 2e-3·v`` rounds away, and with
+β₂ = 0.999 the change ``(1-β₂)·(g² - v)`` is that small unless ``g² > 3v``: a bfloat16 ``v``
+never decreases and grows only on gradients well above its RMS.  The outputs of these
+statistics stay in float32 up to :func:`ratio`, which hands back its numerator's dtype (the
+leaf's, for Adam, RMSProp and AdaGrad), so the update has the parameter's dtype as before.
 """
 
 from __future__ import annotations
@@ -55,8 +69,22 @@ class RatioState(NamedTuple):
     denominator: Any
 
 
-def _zeros(dtype):
-    return lambda params: jax.tree.map(lambda p: jnp.zeros_like(p, dtype=dtype), params)
+_HALF = (jnp.dtype(jnp.float16), jnp.dtype(jnp.bfloat16))
+
+
+def _storage(leaf, dtype, *, second: bool):
+    """The dtype a statistic of ``leaf`` is stored in: ``dtype`` when given, else the leaf's own,
+    except float32 for a second moment of a float16/bfloat16 leaf (the module docstring)."""
+    if dtype is not None:
+        return dtype
+    own = jnp.dtype(leaf.dtype if hasattr(leaf, "dtype") else jnp.result_type(leaf))
+    return jnp.dtype(jnp.float32) if second and own in _HALF else own
+
+
+def _zeros(dtype, *, second: bool = False):
+    return lambda params: jax.tree.map(
+        lambda p: jnp.zeros_like(p, dtype=_storage(p, dtype, second=second)), params
+    )
 
 
 def moment(
@@ -74,8 +102,11 @@ def moment(
       decay: β in [0, 1).
       order: 1 for the first moment (mean), 2 for the second (uncentred variance).
       dtype: dtype of the stored average (Adam's ``mu_dtype``/``nu_dtype``); default: each
-        parameter's own.  The output is computed before this cast, as in Optax, and the
-        arithmetic is done in at least float32 (half-precision moments stay finite).
+        parameter's own, except float32 for the second moment (``order=2``) of a float16 or
+        bfloat16 parameter, whose ``(1-β)·g²`` would underflow or round away there (module
+        docstring).  The output is computed before this cast, as in Optax, in at least float32
+        (half-precision moments stay finite), and has the wider of the gradient's and the
+        stored average's dtypes.
       name: key of β in ``get_hyperparams`` (Adam uses ``"b1"`` and ``"b2"``).
       debias: output ``m / (1 - β^t)`` at the t-th update (the same as chaining
         :func:`bias_correction` after it, with β stored once in this state).
@@ -122,7 +153,7 @@ def moment(
         return new, {"moment": stored}
 
     return transformation(
-        MomentState, step, {name: decay}, lambda params: {"moment": _zeros(dtype)(params)}
+        MomentState, step, {name: decay}, lambda params: {"moment": _zeros(dtype, second=order >= 2)(params)}
     )
 
 
@@ -130,7 +161,8 @@ def accumulate_squares(*, dtype: Any = None, initial_value: float = 0.0) -> Grad
     """Running sum of squared gradients: ``s <- s + g²`` (AdaGrad).
 
     Args:
-      dtype: storage dtype of ``s`` (default: each parameter's).
+      dtype: storage dtype of ``s`` (default: each parameter's, but float32 for a float16 or
+        bfloat16 parameter: see the module docstring).  The sum is taken in at least float32.
       initial_value: the start of ``s`` (≥ 0): 0 as in the lecture, 0.1 as ``optax.adagrad``.
 
     Returns:
@@ -139,12 +171,17 @@ def accumulate_squares(*, dtype: Any = None, initial_value: float = 0.0) -> Grad
     hyper.check_value("initial_value", initial_value, low=0.0)
 
     def step(updates, buffers, params, count):
-        new = jax.tree.map(lambda g, s: s + g * g, updates, buffers["sum_of_squares"])
+        def add(g, s):  # for float32/float64 leaves exactly ``s + g * g``
+            wide = jnp.promote_types(s.dtype, jnp.float32)
+            g_wide = g.astype(wide)
+            return (s.astype(wide) + g_wide * g_wide).astype(jnp.promote_types(g.dtype, s.dtype))
+
+        new = jax.tree.map(add, updates, buffers["sum_of_squares"])
         stored = jax.tree.map(lambda s, old: s.astype(old.dtype), new, buffers["sum_of_squares"])
         return new, {"sum_of_squares": stored}
 
     def init_buffers(params):
-        start = lambda p: jnp.full_like(p, initial_value, dtype=dtype)
+        start = lambda p: jnp.full_like(p, initial_value, dtype=_storage(p, dtype, second=True))
         return {"sum_of_squares": jax.tree.map(start, params)}
 
     return transformation(AccumulateSquaresState, step, {}, init_buffers)
@@ -163,7 +200,9 @@ def variance(decay: hyper.Hyperparameter, *, dtype: Any = None, name: str = "dec
 
     Args:
       decay: β in [0, 1).
-      dtype: storage dtype of both averages (default: each parameter's).
+      dtype: storage dtype of both averages (default: each parameter's, but float32 for the
+        second moment of a float16 or bfloat16 parameter: see the module docstring).  Both are
+        updated, and ``v - m²`` taken, in at least float32.
       name: key of β in ``get_hyperparams``.
 
     Returns:
@@ -172,20 +211,22 @@ def variance(decay: hyper.Hyperparameter, *, dtype: Any = None, name: str = "dec
     hyper.check(name, decay, low=0.0, high=1.0, high_open=True)
 
     def step(updates, buffers, params, count, decay):
-        def averages(g, m, v):
-            beta = jnp.asarray(decay).astype(m.dtype)
-            g = g.astype(m.dtype)
-            return (1 - beta) * g + beta * m, (1 - beta) * g * g + beta * v
+        def averages(g, m, v):  # for float32/float64 leaves exactly the plain formulas
+            wide = jnp.promote_types(jnp.promote_types(m.dtype, v.dtype), jnp.float32)
+            beta = jnp.asarray(decay).astype(wide)
+            g = g.astype(wide)
+            mean = (1 - beta) * g + beta * m.astype(wide)
+            second = (1 - beta) * g * g + beta * v.astype(wide)
+            out = jnp.maximum(second - mean * mean, 0).astype(jnp.promote_types(m.dtype, v.dtype))
+            return out, mean.astype(m.dtype), second.astype(v.dtype)
 
-        pairs = jax.tree.map(averages, updates, buffers["mean"], buffers["second_moment"])
-        is_pair = lambda x: isinstance(x, tuple) and len(x) == 2 and not hasattr(x, "_fields")
-        mean = jax.tree.map(lambda pr: pr[0], pairs, is_leaf=is_pair)
-        second = jax.tree.map(lambda pr: pr[1], pairs, is_leaf=is_pair)
-        out = jax.tree.map(lambda m, v: jnp.maximum(v - m * m, 0), mean, second)
+        triples = jax.tree.map(averages, updates, buffers["mean"], buffers["second_moment"])
+        is_triple = lambda x: isinstance(x, tuple) and len(x) == 3 and not hasattr(x, "_fields")
+        out, mean, second = (jax.tree.map(lambda tr, i=i: tr[i], triples, is_leaf=is_triple) for i in range(3))
         return out, {"mean": mean, "second_moment": second}
 
     def init_buffers(params):
-        return {"mean": _zeros(dtype)(params), "second_moment": _zeros(dtype)(params)}
+        return {"mean": _zeros(dtype)(params), "second_moment": _zeros(dtype, second=True)(params)}
 
     return transformation(VarianceState, step, {name: decay}, init_buffers)
 
@@ -269,7 +310,9 @@ def ratio(
 
     Both transforms receive the same incoming updates ``g``; their outputs are divided leaf by
     leaf.  This is how the lecture's adaptive methods read: a statistic of the gradient over a
-    normaliser of the same gradient, with ``eps`` (> 0) outside the square root.
+    normaliser of the same gradient, with ``eps`` (> 0) outside the square root.  The quotient
+    is taken in the wider of the two dtypes and has the numerator's: a float32 second moment of
+    a half-precision leaf (see the module docstring) does not widen the update.
 
     Args:
       numerator: a transformation (``identity()`` for the raw gradient).
@@ -296,7 +339,7 @@ def ratio(
         top, numerator_state = numerator.update(updates, state.numerator, params)
         bottom, denominator_state = denominator.update(updates, state.denominator, params)
         current = state.hyperparams["eps"]
-        out = jax.tree.map(lambda n, d: n / (d + cast_like(current, d)), top, bottom)
+        out = jax.tree.map(lambda n, d: (n / (d + cast_like(current, d))).astype(jnp.result_type(n)), top, bottom)
         return out, RatioState(
             count=hyper.increment(state.count),
             hyperparams={"eps": hyper.next_value(eps, current, state.count)},
@@ -314,7 +357,7 @@ def scale_by_sum_of_squares(
 
     Args:
       eps: > 0, outside the square root.
-      dtype: storage dtype of the sum (default: each parameter's).
+      dtype: storage dtype of the sum (default: each parameter's; float32 for float16/bfloat16).
       initial_value: ``s₀`` ≥ 0 (0 here, 0.1 in ``optax.adagrad``).
 
     Returns:
@@ -332,7 +375,7 @@ def scale_by_centred_rms(
     Args:
       decay: ρ in [0, 1) of both averages.
       eps: > 0, outside the square root (``optax.rmsprop(centered=True)`` adds it inside).
-      dtype: storage dtype of the averages.
+      dtype: storage dtype of the averages (default: see :func:`variance`).
 
     Returns:
       ``ratio(identity(), chain(variance(decay), sqrt()), eps)``.
@@ -349,7 +392,7 @@ def scale_by_rms(
     Args:
       decay: ρ in [0, 1).
       eps: > 0, outside the square root.
-      dtype: storage dtype of ``v``.
+      dtype: storage dtype of ``v`` (default: each parameter's; float32 for float16/bfloat16).
 
     Returns:
       ``ratio(identity(), chain(moment(decay, 2), sqrt()), eps)``.
@@ -378,8 +421,10 @@ def scale_by_adam(
         ``m / (√v + eps)``.
       eps_root: ≥ 0 inside the square root (a :func:`shift` before :func:`sqrt`; none at 0).
       nesterov: NAdam's look-ahead first moment (see :func:`moment`).
-      mu_dtype: storage dtype of ``m``.
-      nu_dtype: storage dtype of ``v``.
+      mu_dtype: storage dtype of ``m`` (default: each parameter's).  The update has the dtype
+        of ``m``'s output: the wider of the parameter's dtype and ``mu_dtype``.
+      nu_dtype: storage dtype of ``v`` (default: each parameter's, but float32 for float16 and
+        bfloat16 parameters, whose ``v`` would underflow or stop moving: see :func:`moment`).
 
     Returns:
       ``ratio(chain(moment(b1, debias=True)), chain(moment(b2, 2, debias=True), sqrt()), eps)``:
