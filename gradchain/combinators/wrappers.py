@@ -192,7 +192,9 @@ def lookahead(
       slow_step_size: α in [0, 1] (live; an array or a schedule work).
       reset_state: restart ``fast_optimizer``'s state (``init`` at the fast weights) after each
         synchronisation, as Optax; the values of its hyperparameters are kept (so
-        ``gc.set_hyperparams`` survives the reset), its counts and buffers restart.
+        ``gc.set_hyperparams`` survives the reset), its counts and buffers restart.  A schedule
+        inside does not restart as Optax's: the first step after a sync uses the value it had
+        reached, the next ones its values from step 1 on.
 
     Returns:
       A transformation with state ``LookaheadState(fast_state, steps_since_sync, sync)``.

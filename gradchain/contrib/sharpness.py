@@ -93,7 +93,10 @@ def sam(
     version.  The two optimizers' hyperparameters are live as usual (``gc.set_hyperparams``
     reaches both).  With ``reset_state`` the adversarial optimizer's counts and buffers restart
     at every sync (as in Optax) but its hyperparameters keep their current values (a value set
-    with ``gc.set_hyperparams`` survives; a schedule there keeps going instead of restarting).
+    with ``gc.set_hyperparams`` survives).  A *schedule* there does not restart as Optax's does:
+    the first step after a reset uses the value the schedule had reached, and the next ones its
+    values from step 1 on (the state holds values, not schedules); give the adversarial
+    optimizer constant hyperparameters, or ``reset_state=False``, to match Optax exactly.
     No packing of its own: it runs its optimizers as they are (packed or not).
 
     Args:
