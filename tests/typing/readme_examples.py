@@ -18,7 +18,16 @@ def block_1() -> None:  # README.md line 26
         return gc.apply_updates(params, updates), state
 
 
-def block_2() -> None:  # README.md line 83
+def block_2() -> None:  # README.md line 78
+    import jax.numpy as jnp
+    import gradchain as gc
+
+    tx = gc.chain(gc.clip_by_global_norm(1.0), gc.lion(3e-4, weight_decay=0.1))  # was optax.chain(...)
+    state = tx.init({"w": jnp.zeros((3, 2))})
+    mu = gc.tree_get(state, "mu")  # Lion's momentum, under Optax's name
+
+
+def block_3() -> None:  # README.md line 105
     import jax, jax.numpy as jnp
     import gradchain as gc
 
@@ -42,7 +51,7 @@ def block_2() -> None:  # README.md line 83
     flat, state = step(flat, state, layout, batch)
 
 
-def block_3() -> None:  # README.md line 125
+def block_4() -> None:  # README.md line 147
     import jax, jax.numpy as jnp
     import gradchain as gc
 
@@ -58,14 +67,14 @@ def block_3() -> None:  # README.md line 125
     state = gc.reset_state(state)   # zero counts and moments, keep the hyperparameters (not jax.tree.map(jnp.zeros_like, ...))
 
 
-def block_4() -> None:  # README.md line 161
+def block_5() -> None:  # README.md line 183
     import gradchain as gc
 
     lr = gc.warmup(gc.cosine_schedule(0.1, decay_steps=9_000), warmup_steps=1_000)
     tx = gc.sgd(lr, momentum=0.9)
 
 
-def block_5() -> None:  # README.md line 197
+def block_6() -> None:  # README.md line 219
     from functools import partial
 
     import jax
@@ -86,7 +95,7 @@ def block_5() -> None:  # README.md line 197
     probs = A.tta_predict(model_fn, A.sample_images(), scales=(256, 384))  # (2, 10)
 
 
-def block_6() -> None:  # README.md line 227
+def block_7() -> None:  # README.md line 249
     import jax.numpy as jnp
     import gradchain as gc
 
@@ -99,7 +108,7 @@ def block_6() -> None:  # README.md line 227
     result = gc.minimize(loss, params, tol=1e-6, ftol=2.2e-9)  # also stop on a small relative decrease, as scipy
 
 
-def block_7() -> None:  # README.md line 260
+def block_8() -> None:  # README.md line 282
     import jax, jax.numpy as jnp
     import gradchain as gc
 
@@ -127,7 +136,7 @@ def block_7() -> None:  # README.md line 260
         params, state, loss = step(params, state, jax.random.PRNGKey(i))
 
 
-def block_8() -> None:  # README.md line 318
+def block_9() -> None:  # README.md line 340
     import jax, jax.numpy as jnp
     import gradchain as gc
     from gradchain import tuning
@@ -149,7 +158,7 @@ def block_8() -> None:  # README.md line 318
     print(result.metrics["val_accuracy"][:, -1])  # one validation accuracy per dropout rate
 
 
-def block_9() -> None:  # README.md line 384
+def block_10() -> None:  # README.md line 406
     import math
 
     import jax
